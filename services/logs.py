@@ -1,0 +1,95 @@
+"""Structured logging (structlog) with personal data masked.
+
+Events are key-value pairs; request, run and job ids are bound through contextvars. Values under personal
+keys (DNI, names, account numbers, CCI) are masked, and DNI- or CCI-shaped digit runs inside any other
+string are masked too, so a careless ``log.info("...", detail=str(row))`` cannot leak them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+PERSONAL_KEYS = frozenset(
+    {
+        "dni",
+        "titular_dni",
+        "name",
+        "titular_name",
+        "full_name",
+        "cci",
+        "account_number",
+        "bank_account",
+    }
+)
+_CCI = re.compile(r"(?<!\d)\d{20}(?!\d)")
+_ACCOUNT = re.compile(r"(?<!\d)\d{10,19}(?!\d)")
+_DNI = re.compile(r"(?<![\d])\d{8}(?:-?[0-9A-K])?(?![\dA-Za-z])")
+
+
+def mask_value(value: str) -> str:
+    """Mask a personal value, keeping only enough to tell two apart (last two characters)."""
+    if len(value) <= 2:
+        return "**"
+    return "*" * (len(value) - 2) + value[-2:]
+
+
+def mask_text(text: str) -> str:
+    """Mask CCI-, account- and DNI-shaped digit runs inside free text."""
+    text = _CCI.sub(lambda m: mask_value(m.group(0)), text)
+    text = _ACCOUNT.sub(lambda m: mask_value(m.group(0)), text)
+    return _DNI.sub(lambda m: mask_value(m.group(0)), text)
+
+
+def _mask(obj: Any, key: str | None = None) -> Any:
+    if key is not None and key.lower() in PERSONAL_KEYS and obj is not None:
+        return mask_value(str(obj))
+    if isinstance(obj, str):
+        return mask_text(obj)
+    if isinstance(obj, dict):
+        return {k: _mask(v, str(k)) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_mask(v) for v in obj]
+    return obj
+
+
+def mask_personal_data(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask personal data in every field of the event."""
+    for key in list(event_dict):
+        event_dict[key] = _mask(event_dict[key], key)
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    """Configure structlog (and the stdlib root logger) once per process.
+
+    Args:
+        level: minimum level name.
+        fmt: ``json``, ``console`` or ``auto`` (console when stderr is a terminal).
+    """
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        mask_personal_data,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
