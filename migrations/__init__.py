@@ -1,0 +1,1 @@
+"""Alembic migrations: the database schema, constraints and triggers, as code."""
