@@ -4,7 +4,7 @@
 it (``txid``). All transactions older than the oldest one still running (the snapshot's ``xmin``) have
 finished, so every transfer with ``txid < xmin`` is final: none can appear there later. The sealer takes the
 next transfers in ``(txid, id)`` order below that horizon, up to a block size, hashes each one's canonical
-form (the transfer, its postings and their balances after: ``ledger.transfer_digest``), and stores a block
+form (the transfer, its postings and their balances after: ``ledger.transfer_digests``), and stores a block
 with the member ids, their digests, and ``block_hash = sha256(prev_hash || block_no || bound || count ||
 sha256(digests))``. Status changes (post, void, expiry) and reversals are transfer rows, so they are
 sealed too. A gap left by an in-flight transaction simply waits for the next run.
@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+
+from ledger.db import Connection
 
 GENESIS = bytes(32)
 DEFAULT_BLOCK_SIZE = 10_000
@@ -92,12 +94,17 @@ def block_hash(prev_hash: bytes, block_no: int, to_txid: int, to_id: int, count:
     return h.digest()
 
 
-async def seal_block(conn: asyncpg.Connection, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
+_MAX_ID = 2**63 - 1
+_CANONICAL_SESSION = "set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'; set local work_mem = '64MB'"
+
+
+async def seal_block(conn: Connection, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
     """Seal the next block of final transfers; returns how many transfers it holds (0: nothing to seal).
 
     Runs in its own transaction on ``conn`` (which must not be inside one).
     """
     async with conn.transaction():
+        await conn.execute(_CANONICAL_SESSION)
         await conn.execute("select pg_advisory_xact_lock($1)", _SEAL_LOCK)
         last = await conn.fetchrow(
             "select block_no, to_txid::text::bigint as to_txid, to_id, block_hash "
@@ -106,16 +113,14 @@ async def seal_block(conn: asyncpg.Connection, block_size: int = DEFAULT_BLOCK_S
         prev_txid, prev_id = (last["to_txid"], last["to_id"]) if last else (0, 0)
         prev_hash = bytes(last["block_hash"]) if last else GENESIS
         block_no = (last["block_no"] + 1) if last else 1
+        horizon = await conn.fetchval("select pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
         rows = await conn.fetch(
-            """select t.id, t.txid::text::bigint as txid, ledger.transfer_digest(t) as digest,
-                      (select count(*) from ledger.postings p where p.transfer_id = t.id) as postings
-                 from ledger.transfers t
-                where (t.txid, t.id) > ($1::text::xid8, $2)
-                  and t.txid < pg_snapshot_xmin(pg_current_snapshot())
-                order by t.txid, t.id
-                limit $3""",
+            """select id, txid::text::bigint as txid, digest, postings
+                 from ledger.transfer_digests($1::text::xid8, $2, $3::text::xid8, $4, $5)""",
             str(prev_txid),
             prev_id,
+            str(horizon - 1),
+            _MAX_ID,
             block_size,
         )
         if not rows:
@@ -143,9 +148,7 @@ async def seal_block(conn: asyncpg.Connection, block_size: int = DEFAULT_BLOCK_S
         return len(rows)
 
 
-async def seal(
-    conn: asyncpg.Connection, block_size: int = DEFAULT_BLOCK_SIZE, max_blocks: int | None = None
-) -> SealResult:
+async def seal(conn: Connection, block_size: int = DEFAULT_BLOCK_SIZE, max_blocks: int | None = None) -> SealResult:
     """Seal blocks until every final transfer is sealed (or ``max_blocks`` were written)."""
     blocks = transfers = 0
     while max_blocks is None or blocks < max_blocks:
@@ -154,11 +157,13 @@ async def seal(
             break
         blocks += 1
         transfers += n
-    head = await conn.fetchval("select encode(block_hash, 'hex') from ledger.audit_blocks order by block_no desc limit 1")
+    head = await conn.fetchval(
+        "select encode(block_hash, 'hex') from ledger.audit_blocks order by block_no desc limit 1"
+    )
     return SealResult(blocks, transfers, head)
 
 
-async def verify(conn: asyncpg.Connection) -> VerifyReport:
+async def verify(conn: Connection) -> VerifyReport:
     """Recompute the chain, every balance and the trial balance from the rows (read-only).
 
     Runs in one repeatable-read, read-only transaction on ``conn`` so concurrent writes cannot produce
@@ -166,6 +171,7 @@ async def verify(conn: asyncpg.Connection) -> VerifyReport:
     """
     report = VerifyReport()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(_CANONICAL_SESSION)
         report.transfers = await conn.fetchval("select count(*) from ledger.transfers")
         await _verify_chain(conn, report)
         await _verify_balances(conn, report)
@@ -175,7 +181,7 @@ async def verify(conn: asyncpg.Connection) -> VerifyReport:
     return report
 
 
-async def _verify_chain(conn: asyncpg.Connection, report: VerifyReport) -> None:
+async def _verify_chain(conn: Connection, report: VerifyReport) -> None:
     blocks = await conn.fetch(
         """select block_no, to_txid::text::bigint as to_txid, to_id, transfer_count, member_ids,
                   member_hashes, transfers_hash, prev_hash, block_hash
@@ -197,38 +203,36 @@ async def _verify_chain(conn: asyncpg.Connection, report: VerifyReport) -> None:
         if hashlib.sha256(digests).digest() != bytes(b["transfers_hash"]):
             report.add("chain", f"block {no}: its member hashes do not match its transfers hash", block=no)
         recomputed = block_hash(
-            bytes(b["prev_hash"]), no, b["to_txid"], b["to_id"], b["transfer_count"], bytes(b["transfers_hash"])
+            bytes(b["prev_hash"]),
+            no,
+            b["to_txid"],
+            b["to_id"],
+            b["transfer_count"],
+            bytes(b["transfers_hash"]),
         )
         if recomputed != bytes(b["block_hash"]):
             report.add("chain", f"block {no}: stored block hash does not match its contents", block=no)
-        rows = await conn.fetch(
-            """with actual as (
-                   select t.id, ledger.transfer_digest(t) as h from ledger.transfers t
-                    where (t.txid, t.id) > ($1::text::xid8, $2) and (t.txid, t.id) <= ($3::text::xid8, $4)),
-               stored as (
-                   select u.id, substring($6::bytea from (u.ord::int - 1) * 32 + 1 for 32) as h
-                     from unnest($5::bigint[]) with ordinality as u(id, ord))
-               select coalesce(a.id, s.id) as id,
-                      case when a.id is null then 'missing' when s.id is null then 'unexpected'
-                           else 'changed' end as what
-                 from actual a full join stored s on a.id = s.id
-                where a.h is distinct from s.h
-                order by 1 limit $7""",
+        actual = await conn.fetch(
+            """select id, digest, postings, total, phases_bad
+                 from ledger.transfer_digests($1::text::xid8, $2, $3::text::xid8, $4, null)""",
             str(prev_txid),
             prev_id,
             str(b["to_txid"]),
             b["to_id"],
-            members,
-            digests,
-            MAX_PROBLEMS_PER_CHECK,
         )
-        for r in rows:
-            verb = {
-                "missing": "was deleted or moved out of it",
-                "unexpected": "was inserted into it after sealing",
-                "changed": "was changed after sealing (the transfer or its postings)",
-            }[r["what"]]
-            report.add("chain", f"block {no}: transfer {r['id']} {verb}", block=no, transfer=r["id"])
+        _check_transfer_rows(report, actual)
+        stored = {members[i]: digests[32 * i : 32 * i + 32] for i in range(len(members))}
+        found = {r["id"]: bytes(r["digest"]) for r in actual}
+        for tid in sorted(set(stored) | set(found)):
+            if tid not in found:
+                verb = "was deleted or moved out of it"
+            elif tid not in stored:
+                verb = "was inserted into it after sealing"
+            elif stored[tid] != found[tid]:
+                verb = "was changed after sealing (the transfer or its postings)"
+            else:
+                continue
+            report.add("chain", f"block {no}: transfer {tid} {verb}", block=no, transfer=tid)
         if len(report.problems) > problems_before:
             reported += 1
         report.sealed += b["transfer_count"]
@@ -237,9 +241,32 @@ async def _verify_chain(conn: asyncpg.Connection, report: VerifyReport) -> None:
             break
     report.blocks = len(blocks)
     report.head = prev_hash.hex() if blocks else None
+    # The unsealed tail: not in the chain yet, but its transfers must still balance.
+    tail = await conn.fetch(
+        """select id, digest, postings, total, phases_bad
+             from ledger.transfer_digests($1::text::xid8, $2, '18446744073709551615'::xid8, $3, null)""",
+        str(prev_txid),
+        prev_id,
+        _MAX_ID,
+    )
+    _check_transfer_rows(report, tail)
 
 
-async def _verify_balances(conn: asyncpg.Connection, report: VerifyReport) -> None:
+def _check_transfer_rows(report: VerifyReport, rows: list[asyncpg.Record]) -> None:
+    """Each transfer has two or more postings that sum to zero, all of one phase."""
+    for r in rows:
+        if r["postings"] < 2 or r["total"] != 0 or r["phases_bad"]:
+            if r["postings"] == 0:
+                message = f"transfer {r['id']} has no postings"
+            else:
+                message = (
+                    f"transfer {r['id']} does not balance: its {r['postings']} postings are off by {r['total']}"
+                    + (" and mix phases" if r["phases_bad"] else "")
+                )
+            report.add("transfers", message, transfer=r["id"])
+
+
+async def _verify_balances(conn: Connection, report: VerifyReport) -> None:
     rows = await conn.fetch(
         """with s as (
                select p.account_id,
@@ -273,11 +300,14 @@ async def _verify_balances(conn: asyncpg.Connection, report: VerifyReport) -> No
         MAX_PROBLEMS_PER_CHECK,
     )
     for r in orphans:
-        report.add("balances", f"postings refer to account id {r['account_id']}, which does not exist",
-                   account_id=r["account_id"])
+        report.add(
+            "balances",
+            f"postings refer to account id {r['account_id']}, which does not exist",
+            account_id=r["account_id"],
+        )
 
 
-async def _verify_running_balances(conn: asyncpg.Connection, report: VerifyReport) -> None:
+async def _verify_running_balances(conn: Connection, report: VerifyReport) -> None:
     rows = await conn.fetch(
         """select distinct on (code) * from (
                select a.code, p.account_id, p.version, p.transfer_id, p.posted_after, p.pending_debits_after,
@@ -309,19 +339,7 @@ async def _verify_running_balances(conn: asyncpg.Connection, report: VerifyRepor
         )
 
 
-async def _verify_transfers(conn: asyncpg.Connection, report: VerifyReport) -> None:
-    rows = await conn.fetch(
-        """select transfer_id, sum(amount) as total, count(*) as n from ledger.postings
-            group by transfer_id having sum(amount) <> 0 or count(*) < 2 or count(distinct phase) <> 1
-            order by transfer_id limit $1""",
-        MAX_PROBLEMS_PER_CHECK,
-    )
-    for r in rows:
-        report.add(
-            "transfers",
-            f"transfer {r['transfer_id']} does not balance: its {r['n']} postings sum to {r['total']}",
-            transfer=r["transfer_id"],
-        )
+async def _verify_transfers(conn: Connection, report: VerifyReport) -> None:
     rows = await conn.fetch(
         """select distinct p.transfer_id from ledger.postings p
             where not exists (select 1 from ledger.transfers t where t.id = p.transfer_id)
@@ -329,19 +347,29 @@ async def _verify_transfers(conn: asyncpg.Connection, report: VerifyReport) -> N
         MAX_PROBLEMS_PER_CHECK,
     )
     for r in rows:
-        report.add("transfers", f"postings refer to transfer {r['transfer_id']}, which does not exist",
-                   transfer=r["transfer_id"])
+        report.add(
+            "transfers",
+            f"postings refer to transfer {r['transfer_id']}, which does not exist",
+            transfer=r["transfer_id"],
+        )
     rows = await conn.fetch(
-        """select t.id from ledger.transfers t
-            where not exists (select 1 from ledger.postings p where p.transfer_id = t.id)
-            order by 1 limit $1""",
+        """select p.transfer_id, a.code from ledger.postings p
+             join ledger.transfers t on t.id = p.transfer_id join ledger.accounts a on a.id = p.account_id
+            where a.currency <> t.currency
+               or not (p.phase = t.kind or (t.kind = 2 and p.phase = 3))
+            limit $1""",
         MAX_PROBLEMS_PER_CHECK,
     )
     for r in rows:
-        report.add("transfers", f"transfer {r['id']} has no postings", transfer=r["id"])
+        report.add(
+            "transfers",
+            f"transfer {r['transfer_id']} posts to account {r['code']} in another currency or phase",
+            transfer=r["transfer_id"],
+            account=r["code"],
+        )
 
 
-async def _verify_trial_balance(conn: asyncpg.Connection, report: VerifyReport) -> None:
+async def _verify_trial_balance(conn: Connection, report: VerifyReport) -> None:
     rows = await conn.fetch(
         """select currency, sum(posted * normal_balance) as net, sum(pending_debits) as pd,
                   sum(pending_credits) as pc

@@ -28,11 +28,12 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ledger.db import Connection
 from ledger.engine import _raise_translated
 from ledger.errors import (
-    AppError,
     AccountClosed,
     AccountNotFound,
+    AppError,
     CurrencyMismatch,
     IdempotencyConflict,
     InsufficientFunds,
@@ -85,9 +86,27 @@ def _chunk_hash(operation: str, rows: list[tuple[Any, ...]], params: dict[str, A
     return h.digest()
 
 
-async def _chunk_lookup(
-    conn: asyncpg.Connection, key: str | None, digest: bytes
-) -> list[int | None] | None:
+def _encode_ids(ids: list[int | None]) -> list[int]:
+    """Run-length encode ids as (first, count) pairs; ids come from the sequence in runs (0: none)."""
+    out: list[int] = []
+    for i in ids:
+        v = 0 if i is None else i
+        if out and ((v == 0 and out[-2] == 0) or (v != 0 and out[-2] != 0 and out[-2] + out[-1] == v)):
+            out[-1] += 1
+        else:
+            out += [v, 1]
+    return out
+
+
+def _decode_ids(pairs: list[int]) -> list[int | None]:
+    out: list[int | None] = []
+    for k in range(0, len(pairs), 2):
+        first, count = pairs[k], pairs[k + 1]
+        out.extend([None] * count if first == 0 else range(first, first + count))
+    return out
+
+
+async def _chunk_lookup(conn: Connection, key: str | None, digest: bytes) -> list[int | None] | None:
     if key is None:
         return None
     await conn.execute("select pg_advisory_xact_lock(hashtextextended($1, 7))", key)
@@ -96,12 +115,10 @@ async def _chunk_lookup(
         return None
     if bytes(row["request_hash"]) != digest:
         raise IdempotencyConflict(f"bulk chunk key {key} was used with different rows", key=key)
-    return [None if i == 0 else i for i in row["transfer_ids"]]
+    return _decode_ids(row["transfer_ids"])
 
 
-async def _chunk_store(
-    conn: asyncpg.Connection, key: str | None, digest: bytes, operation: str, ids: list[int | None]
-) -> None:
+async def _chunk_store(conn: Connection, key: str | None, digest: bytes, operation: str, ids: list[int | None]) -> None:
     if key is not None:
         await conn.execute(
             """insert into ledger.bulk_chunks (key, request_hash, operation, transfer_ids)
@@ -109,20 +126,20 @@ async def _chunk_store(
             key,
             digest,
             operation,
-            [0 if i is None else i for i in ids],
+            _encode_ids(ids),
         )
 
 
-async def reserve_transfer_ids(conn: asyncpg.Connection, count: int) -> list[int]:
+async def reserve_transfer_ids(conn: Connection, count: int) -> list[int]:
     """Reserve ``count`` transfer ids from the ledger's sequence, in increasing order."""
     rows = await conn.fetch(
-        "select nextval(pg_get_serial_sequence('ledger.transfers', 'id')) as id from generate_series(1, $1)",
+        "select nextval('ledger.transfers_id_seq'::regclass) as id from generate_series(1, $1)",
         count,
     )
     return sorted(r["id"] for r in rows)
 
 
-def _require_transaction(conn: asyncpg.Connection) -> None:
+def _require_transaction(conn: Connection) -> None:
     if not conn.is_in_transaction():
         raise RuntimeError("bulk operations must run inside a transaction (a unit of work)")
 
@@ -141,97 +158,110 @@ create temp table if not exists bulk_resolved (event_id bigint not null, pending
     on commit delete rows;
 truncate bulk_resolve_stage, bulk_resolved
 """
-
-# Postings, balances after and versions for the staged transfers, with their accounts locked already.
+_WORK = """
+create temp table if not exists bulk_legs (transfer_id bigint not null, leg smallint not null,
+    account_id bigint not null, amount bigint not null) on commit delete rows;
+create temp table if not exists bulk_accounts (account_id bigint not null, normal smallint not null,
+    posted0 bigint not null, pending_debits0 bigint not null, pending_credits0 bigint not null,
+    version0 bigint not null) on commit delete rows;
+truncate bulk_legs, bulk_accounts
+"""
 _LEGS = """
-select s.transfer_id, 1::smallint as leg, s.debit_id as account_id, s.amount from bulk_stage s
+insert into bulk_legs (transfer_id, leg, account_id, amount)
+select s.transfer_id, 1, s.debit_id, s.amount from bulk_stage s
 union all
-select s.transfer_id, 2::smallint, s.credit_id, -s.amount from bulk_stage s
+select s.transfer_id, 2, s.credit_id, -s.amount from bulk_stage s
 """
 _RESOLVE_LEGS = """
-select r.event_id as transfer_id, p.leg, p.account_id, p.amount
+insert into bulk_legs (transfer_id, leg, account_id, amount)
+select r.event_id, p.leg, p.account_id, p.amount
   from bulk_resolved r join ledger.postings p on p.transfer_id = r.pending_id
 """
 
-
-def _overdraft_sql(legs: str) -> str:
-    return f"""
-    with l as ({legs}),
-    d as (select l.account_id,
-                 sum(ledger.posted_delta(l.amount, $1::smallint, a.normal_balance)) as dp,
-                 sum(ledger.pending_debit_delta(l.amount, $1::smallint)) as dd,
-                 sum(ledger.pending_credit_delta(l.amount, $1::smallint)) as dc
-            from l join ledger.accounts a on a.id = l.account_id
-           where a.no_overdraft
-           group by l.account_id)
-    select a.code,
-           a.posted - case when a.normal_balance = 1 then a.pending_credits else a.pending_debits end
-               as available,
-           -(d.dp - case when a.normal_balance = 1 then d.dc else d.dd end) as needed
-      from d join ledger.accounts a on a.id = d.account_id
-     where (a.posted + d.dp) - case when a.normal_balance = 1 then a.pending_credits + d.dc
-                                   else a.pending_debits + d.dd end < 0
-     limit 1"""
-
-
-def _write_postings_sql(legs: str) -> str:
-    return f"""
-    with l as ({legs}),
-    ins as (
-        insert into ledger.postings (account_id, version, transfer_id, leg, amount, phase, posted_after,
-                                     pending_debits_after, pending_credits_after, recorded_at)
-        select a.id,
-               a.version + row_number() over w,
-               l.transfer_id, l.leg, l.amount, $1::smallint,
-               a.posted + sum(ledger.posted_delta(l.amount, $1::smallint, a.normal_balance)) over w,
-               a.pending_debits + sum(ledger.pending_debit_delta(l.amount, $1::smallint)) over w,
-               a.pending_credits + sum(ledger.pending_credit_delta(l.amount, $1::smallint)) over w,
-               $2::timestamptz
-          from l join ledger.accounts a on a.id = l.account_id
-        window w as (partition by a.id order by l.transfer_id, l.leg
-                     rows between unbounded preceding and current row)
-        returning 1
-    )
-    select count(*) from ins"""
-
-
-def _update_balances_sql(legs: str) -> str:
-    return f"""
-    with l as ({legs})
+# Moves every balance and version once, locking the accounts in (hot, id) order, the order of the online
+# path, so writers cannot deadlock: cold accounts (households) first, then hot ones (the program fund) in
+# a second statement, so the fund's lock is held only for the postings insert and the commit. Within a
+# statement the aggregate is sorted by account id and joined by a nested loop (hash and merge joins are
+# switched off for it), which locks rows in that order. The old balances come back through RETURNING, so
+# the postings are computed from the locked values.
+_MOVE_BALANCES = """
+with d as (
+    select l.account_id,
+           sum(case when $1::smallint in (0, 2) then l.amount else 0 end) as signed_posted,
+           sum(ledger.pending_debit_delta(l.amount, $1::smallint)) as dd,
+           sum(ledger.pending_credit_delta(l.amount, $1::smallint)) as dc,
+           count(*) as n
+      from bulk_legs l
+     where (l.account_id = any($3::bigint[])) = $2
+     group by l.account_id order by l.account_id
+), upd as (
     update ledger.accounts a
-       set posted = a.posted + d.dp,
+       set posted = a.posted + d.signed_posted * a.normal_balance,
            pending_debits = a.pending_debits + d.dd,
            pending_credits = a.pending_credits + d.dc,
            version = a.version + d.n
-      from (select l.account_id,
-                   sum(ledger.posted_delta(l.amount, $1::smallint, x.normal_balance)) as dp,
-                   sum(ledger.pending_debit_delta(l.amount, $1::smallint)) as dd,
-                   sum(ledger.pending_credit_delta(l.amount, $1::smallint)) as dc,
-                   count(*) as n
-              from l join ledger.accounts x on x.id = l.account_id
-             group by l.account_id) d
-     where a.id = d.account_id"""
+      from d where a.id = d.account_id
+    returning a.id, a.normal_balance, a.posted - d.signed_posted * a.normal_balance,
+              a.pending_debits - d.dd, a.pending_credits - d.dc, a.version - d.n
+)
+insert into bulk_accounts select * from upd
+"""
+
+_WRITE_POSTINGS = """
+insert into ledger.postings (account_id, version, transfer_id, leg, amount, phase, posted_after,
+                             pending_debits_after, pending_credits_after, recorded_at)
+select l.account_id,
+       b.version0 + row_number() over w,
+       l.transfer_id, l.leg, l.amount, $1::smallint,
+       b.posted0 + sum(ledger.posted_delta(l.amount, $1::smallint, b.normal)) over w,
+       b.pending_debits0 + sum(ledger.pending_debit_delta(l.amount, $1::smallint)) over w,
+       b.pending_credits0 + sum(ledger.pending_credit_delta(l.amount, $1::smallint)) over w,
+       $2::timestamptz
+  from bulk_legs l join bulk_accounts b on b.account_id = l.account_id
+window w as (partition by l.account_id order by l.transfer_id, l.leg
+             rows between unbounded preceding and current row)
+"""
 
 
-async def _lock_and_write(conn: asyncpg.Connection, legs: str, phase: Phase, now: datetime) -> None:
-    await conn.execute(
-        f"select 1 from ledger.accounts where id in (select account_id from ({legs}) l) order by id for update"
-    )
-    bad = await conn.fetchrow(_overdraft_sql(legs), phase.value)
-    if bad is not None:
-        raise InsufficientFunds(
-            f"insufficient funds in account {bad['code']}: available {bad['available']}, the chunk needs "
-            f"{bad['needed']}",
-            account=bad["code"],
-            available=bad["available"],
-            needed=bad["needed"],
+def _overdraft_error(error: asyncpg.PostgresError) -> InsufficientFunds:
+    """Name the account whose no_overdraft CHECK failed (its code is the second column of the row)."""
+    detail = getattr(error, "detail", "") or ""
+    code = "?"
+    if "(" in detail:
+        fields = detail.split("(", 1)[1].split(", ")
+        if len(fields) > 1:
+            code = fields[1]
+    return InsufficientFunds(f"insufficient funds in account {code}: the chunk would take it below zero", account=code)
+
+
+async def _write(conn: Connection, legs_sql: str, phase: Phase) -> None:
+    """Lock, move balances and write postings for the legs produced by ``legs_sql``."""
+    await conn.execute(_WORK)
+    await conn.execute(legs_sql)
+    await conn.execute("analyze bulk_legs")
+    hot: list[int] = [
+        r["id"]
+        for r in await conn.fetch(
+            "select id from ledger.accounts where hot and id in (select distinct account_id from bulk_legs)"
         )
-    await conn.fetchval(_write_postings_sql(legs), phase.value, now)
-    await conn.execute(_update_balances_sql(legs), phase.value)
+    ]
+    await conn.execute("set local enable_hashjoin = off; set local enable_mergejoin = off")
+    try:
+        await conn.execute(_MOVE_BALANCES, phase.value, False, hot)
+        if hot:
+            await conn.execute(_MOVE_BALANCES, phase.value, True, hot)
+    except asyncpg.CheckViolationError as e:
+        if getattr(e, "constraint_name", "") == "accounts_no_overdraft":
+            raise _overdraft_error(e) from e
+        raise
+    await conn.execute("set local enable_hashjoin = on; set local enable_mergejoin = on")
+    await conn.execute("analyze bulk_accounts")
+    recorded_at: datetime = await conn.fetchval("select clock_timestamp()")
+    await conn.execute(_WRITE_POSTINGS, phase.value, recorded_at)
 
 
 async def bulk_transfer(
-    conn: asyncpg.Connection,
+    conn: Connection,
     rows: Sequence[BulkTransfer],
     *,
     key: str | None,
@@ -275,7 +305,13 @@ async def bulk_transfer(
         if r.debit_account_id == r.credit_account_id:
             raise InvalidTransfer(f"rows[{i}]: debit and credit account are the same", index=i)
         staged.append(
-            (i, r.debit_account_id, r.credit_account_id, r.amount, orjson.dumps(r.metadata).decode() if r.metadata else None)
+            (
+                i,
+                r.debit_account_id,
+                r.credit_account_id,
+                r.amount,
+                orjson.dumps(r.metadata).decode() if r.metadata else None,
+            )
         )
     params = {
         "currency": currency,
@@ -298,7 +334,7 @@ async def bulk_transfer(
 
 
 async def _bulk_transfer(
-    conn: asyncpg.Connection,
+    conn: Connection,
     staged: list[tuple[Any, ...]],
     key: str | None,
     digest: bytes,
@@ -315,12 +351,14 @@ async def _bulk_transfer(
     if expires_at is not None and expires_at <= now:
         raise InvalidTransfer(f"expires_at {expires_at.isoformat()} is not in the future")
     ids = await reserve_transfer_ids(conn, len(staged))
+    await conn.execute("set local work_mem = '256MB'")
     await conn.execute(_STAGE)
     await conn.copy_records_to_table(
         "bulk_stage",
         records=[(o, ids[o], d, c, a, m) for (o, d, c, a, m) in staged],
         columns=["ord", "transfer_id", "debit_id", "credit_id", "amount", "metadata"],
     )
+    await conn.execute("analyze bulk_stage")
     bad = await conn.fetchrow(
         """select s.ord, s.debit_id, s.credit_id, da.id is null as no_debit, ca.id is null as no_credit,
                   da.code as debit_code, ca.code as credit_code,
@@ -362,14 +400,14 @@ async def _bulk_transfer(
         description,
         actor,
     )
-    await _lock_and_write(conn, _LEGS, Phase.HOLD if pending else Phase.POSTED, now)
+    await _write(conn, _LEGS, Phase.HOLD if pending else Phase.POSTED)
     out: list[int | None] = list(ids)
     await _chunk_store(conn, key, digest, "bulk_transfer", out)
     return BulkResult(out, False)
 
 
 async def bulk_resolve(
-    conn: asyncpg.Connection,
+    conn: Connection,
     pending_ids: Sequence[int],
     *,
     key: str | None,
@@ -408,7 +446,7 @@ async def bulk_resolve(
 
 
 async def _bulk_resolve(
-    conn: asyncpg.Connection,
+    conn: Connection,
     pending_ids: list[int],
     key: str | None,
     digest: bytes,
@@ -421,12 +459,14 @@ async def _bulk_resolve(
     effective = effective_at or now
     await conn.execute("select ledger.assert_period_open($1)", effective)
     event_ids = await reserve_transfer_ids(conn, len(pending_ids))
+    await conn.execute("set local work_mem = '256MB'")
     await conn.execute(_RESOLVE_STAGE)
     await conn.copy_records_to_table(
         "bulk_resolve_stage",
         records=list(zip(range(len(pending_ids)), event_ids, pending_ids, strict=True)),
         columns=["ord", "event_id", "pending_id"],
     )
+    await conn.execute("analyze bulk_resolve_stage")
     bad = await conn.fetchrow(
         """select s.ord, s.pending_id, t.id is null as missing, t.kind, t.expires_at
              from bulk_resolve_stage s left join ledger.transfers t on t.id = s.pending_id
@@ -460,7 +500,7 @@ async def _bulk_resolve(
         metadata,
         actor,
     )
-    await _lock_and_write(conn, _RESOLVE_LEGS, Phase.COMMIT if post else Phase.RELEASE, now)
+    await _write(conn, _RESOLVE_LEGS, Phase.COMMIT if post else Phase.RELEASE)
     done = {r["pending_id"]: r["event_id"] for r in await conn.fetch("select * from bulk_resolved")}
     out: list[int | None] = [done.get(pid) for pid in pending_ids]
     await _chunk_store(conn, key, digest, operation_name(post), out)
@@ -471,7 +511,7 @@ def operation_name(post: bool) -> str:
     return "bulk_post" if post else "bulk_void"
 
 
-async def void_expired(conn: asyncpg.Connection, now: datetime | None = None, limit: int = 10_000) -> int:
+async def void_expired(conn: Connection, now: datetime | None = None, limit: int = 10_000) -> int:
     """Void pending transfers whose expiry has passed (the sweep); returns how many were voided.
 
     Runs inside the caller's transaction; call it repeatedly until it returns 0.

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ledger.db import Connection
 from ledger.errors import (
     AccountClosed,
     AccountExists,
@@ -47,6 +48,7 @@ from ledger.models import (
     TransferRequest,
     request_hash,
 )
+from ledger.money import require_minor_units
 
 _SQLSTATE_ERRORS: dict[str, type[LedgerError]] = {
     "CL001": AccountNotFound,
@@ -102,9 +104,15 @@ def _account(row: asyncpg.Record) -> Account:
         normal_balance=normal,
         no_overdraft=row["no_overdraft"],
         closed=row["closed"],
+        hot=row["hot"],
         metadata=row["metadata"],
         balance=Balance.of(
-            normal, row["currency"], row["posted"], row["pending_debits"], row["pending_credits"], row["version"]
+            normal,
+            row["currency"],
+            row["posted"],
+            row["pending_debits"],
+            row["pending_credits"],
+            row["version"],
         ),
         created_at=row["created_at"],
     )
@@ -139,7 +147,7 @@ class Ledger:
         actor: who acts (recorded on every transfer).
     """
 
-    def __init__(self, conn: asyncpg.Connection, actor: str = "") -> None:
+    def __init__(self, conn: Connection, actor: str = "") -> None:
         self.conn = conn
         self.actor = actor
 
@@ -156,6 +164,7 @@ class Ledger:
                 "currency": spec.currency,
                 "normal_balance": spec.normal_balance.value,
                 "no_overdraft": spec.no_overdraft,
+                "hot": spec.hot,
                 "metadata": spec.metadata,
             }
             digest = request_hash("create_account", payload)
@@ -164,12 +173,13 @@ class Ledger:
                 return await self.get_account(stored["code"])
         try:
             row = await self.conn.fetchrow(
-                """insert into ledger.accounts (code, currency, normal_balance, no_overdraft, metadata)
-                   values ($1, $2, $3, $4, $5) returning *""",
+                """insert into ledger.accounts (code, currency, normal_balance, no_overdraft, hot, metadata)
+                   values ($1, $2, $3, $4, $5, $6) returning *""",
                 spec.code,
                 spec.currency,
                 spec.normal_balance.sign,
                 spec.no_overdraft,
+                spec.hot,
                 spec.metadata,
             )
         except asyncpg.UniqueViolationError as e:
@@ -256,21 +266,14 @@ class Ledger:
             return account.balance
         if as_of.tzinfo is None:
             raise LedgerError("as_of must include a time zone offset", field="as_of")
-        row = await self.conn.fetchrow(
-            """select posted_after, pending_debits_after, pending_credits_after, version
-                 from ledger.postings where account_id = $1 and recorded_at <= $2
-                order by recorded_at desc, version desc limit 1""",
-            account.id,
-            as_of,
-        )
-        if row is None:
-            return Balance.of(account.normal_balance, account.currency, 0, 0, 0, 0)
+        row = await self.conn.fetchrow("select * from ledger.balance_as_of($1, $2)", account.id, as_of)
+        assert row is not None
         return Balance.of(
             account.normal_balance,
             account.currency,
-            row["posted_after"],
-            row["pending_debits_after"],
-            row["pending_credits_after"],
+            row["posted"],
+            row["pending_debits"],
+            row["pending_credits"],
             row["version"],
         )
 
@@ -352,7 +355,9 @@ class Ledger:
         for index, (key, _) in enumerate(items):
             if key in seen:
                 raise InvalidTransfer(
-                    f"transfers[{index}]: idempotency key {key} appears twice in the batch", key=key, index=index
+                    f"transfers[{index}]: idempotency key {key} appears twice in the batch",
+                    key=key,
+                    index=index,
                 )
             seen.add(key)
         payload = [
@@ -378,16 +383,30 @@ class Ledger:
         return [Transfer.from_json(r) for r in rows]
 
     async def post(
-        self, transfer_id: int, idempotency_key: str | None, effective_at: datetime | None = None
+        self,
+        transfer_id: int,
+        idempotency_key: str | None,
+        effective_at: datetime | None = None,
+        amount: int | None = None,
     ) -> Transfer:
-        """Post a pending transfer (its held amounts move to the posted balances), exactly once."""
-        return await self._resolve(transfer_id, idempotency_key, True, effective_at, None)
+        """Post a pending transfer (its held amounts move to the posted balances), exactly once.
 
-    async def void(
-        self, transfer_id: int, idempotency_key: str | None, reason: str | None = None
-    ) -> Transfer:
+        Args:
+            transfer_id: the pending transfer.
+            idempotency_key: the client's key.
+            effective_at: business time of the post (default now).
+            amount: post only this much of a two-posting hold and release the rest (a partial post);
+                None posts everything.
+        """
+        if amount is not None:
+            require_minor_units(amount, "amount", positive=False)
+            if amount < 0:
+                raise InvalidTransfer(f"amount must not be negative, got {amount}", field="amount")
+        return await self._resolve(transfer_id, idempotency_key, True, effective_at, None, amount)
+
+    async def void(self, transfer_id: int, idempotency_key: str | None, reason: str | None = None) -> Transfer:
         """Void a pending transfer (its holds are released), exactly once."""
-        return await self._resolve(transfer_id, idempotency_key, False, None, reason)
+        return await self._resolve(transfer_id, idempotency_key, False, None, reason, None)
 
     async def _resolve(
         self,
@@ -396,12 +415,16 @@ class Ledger:
         post: bool,
         effective_at: datetime | None,
         reason: str | None,
+        amount: int | None,
     ) -> Transfer:
         op = "post" if post else "void"
-        digest = request_hash(op, {"transfer": transfer_id, "effective_at": str(effective_at), "reason": reason})
+        digest = request_hash(
+            op,
+            {"transfer": transfer_id, "effective_at": str(effective_at), "reason": reason, "amount": amount},
+        )
         try:
             data = await self.conn.fetchval(
-                "select ledger.resolve_pending($1, $2, $3, $4, $5, $6, $7)",
+                "select ledger.resolve_pending($1, $2, $3, $4, $5, $6, $7, $8)",
                 key,
                 digest,
                 transfer_id,
@@ -409,6 +432,7 @@ class Ledger:
                 effective_at,
                 self.actor,
                 reason,
+                amount,
             )
         except asyncpg.PostgresError as e:
             _raise_translated(e)
@@ -424,7 +448,8 @@ class Ledger:
     ) -> Transfer:
         """Reverse a posted transfer with a new, linked transfer of opposite postings (at most once)."""
         digest = request_hash(
-            "reverse", {"transfer": transfer_id, "description": description, "effective_at": str(effective_at)}
+            "reverse",
+            {"transfer": transfer_id, "description": description, "effective_at": str(effective_at)},
         )
         try:
             data = await self.conn.fetchval(

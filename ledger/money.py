@@ -47,9 +47,7 @@ def require_currency(currency: Any) -> str:
     if not isinstance(currency, str) or not _CURRENCY.match(currency):
         raise InvalidMoney(f"currency must be a 3-letter ISO 4217 code such as PEN, got {currency!r}")
     if currency not in MINOR_UNITS:
-        raise InvalidMoney(
-            f"currency {currency} is not supported (supported: {', '.join(sorted(MINOR_UNITS))})"
-        )
+        raise InvalidMoney(f"currency {currency} is not supported (supported: {', '.join(sorted(MINOR_UNITS))})")
     return currency
 
 
@@ -67,8 +65,7 @@ def require_minor_units(value: Any, field: str = "amount", *, positive: bool = T
     if isinstance(value, bool) or not isinstance(value, int):
         kind = type(value).__name__
         raise InvalidMoney(
-            f"{field} must be an integer number of minor units (e.g. 20000 for S/ 200.00), got {kind} "
-            f"{value!r}",
+            f"{field} must be an integer number of minor units (e.g. 20000 for S/ 200.00), got {kind} {value!r}",
             field=field,
         )
     if positive and value <= 0:
@@ -111,9 +108,7 @@ class Money:
             raise InvalidMoney(f"amount {text!r} is not a decimal number") from e
         minor = value.scaleb(MINOR_UNITS[currency])
         if minor != minor.to_integral_value():
-            raise InvalidMoney(
-                f"amount {text!r} has more than {MINOR_UNITS[currency]} decimals for {currency}"
-            )
+            raise InvalidMoney(f"amount {text!r} has more than {MINOR_UNITS[currency]} decimals for {currency}")
         return cls(int(minor), currency)
 
     def format(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import asyncpg
 
 from adapters.postgres.database import asyncpg_dsn
@@ -20,10 +22,8 @@ async def ensure_database(maintenance_dsn: str, name: str) -> None:
     try:
         exists = await conn.fetchval("select 1 from pg_database where datname = $1", name)
         if not exists:
-            try:
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
                 await conn.execute(f'create database "{name}"')
-            except asyncpg.DuplicateDatabaseError:
-                pass
     finally:
         await conn.close()
 

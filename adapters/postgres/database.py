@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-Connection = asyncpg.Connection
+from ledger.db import Connection
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -37,7 +37,7 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def init_connection(conn: Connection) -> None:
+async def init_connection(conn: asyncpg.Connection[Any]) -> None:
     """Per-connection setup: JSON codecs (orjson) and UTC."""
     await conn.set_type_codec("jsonb", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")

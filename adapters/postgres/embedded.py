@@ -233,11 +233,7 @@ class EmbeddedPostgres:
         return self.dsn()
 
     def _initdb(self, binaries: Binaries, prefix: list[str]) -> None:
-        locale = (
-            ["--locale-provider=builtin", "--builtin-locale=C.UTF-8"]
-            if binaries.major >= 17
-            else ["--no-locale"]
-        )
+        locale = ["--locale-provider=builtin", "--builtin-locale=C.UTF-8"] if binaries.major >= 17 else ["--no-locale"]
         cmd = [
             *prefix,
             binaries.path("initdb"),
@@ -257,8 +253,12 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(
                 f"initdb failed ({binaries.source}, {binaries.bindir}): {res.stderr.strip()[-800:]}"
             )
-        log.info("embedded_postgres.initdb", seconds=round(time.monotonic() - started, 2),
-                 source=binaries.source, major=binaries.major)
+        log.info(
+            "embedded_postgres.initdb",
+            seconds=round(time.monotonic() - started, 2),
+            source=binaries.source,
+            major=binaries.major,
+        )
 
     def _start(self, binaries: Binaries, prefix: list[str]) -> None:
         settings = dict(_COMMON_SETTINGS)
@@ -289,8 +289,7 @@ class EmbeddedPostgres:
         if res.returncode != 0 or not self.is_running():
             tail = self.logfile.read_text()[-1500:] if self.logfile.exists() else res.stderr
             raise EmbeddedPostgresError(f"PostgreSQL did not start (log {self.logfile}): {tail.strip()}")
-        log.info("embedded_postgres.started", seconds=round(time.monotonic() - started, 2),
-                 ephemeral=self.ephemeral)
+        log.info("embedded_postgres.started", seconds=round(time.monotonic() - started, 2), ephemeral=self.ephemeral)
 
     def postmaster_pid(self) -> int | None:
         pidfile = self.pgdata / "postmaster.pid"
