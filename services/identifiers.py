@@ -209,9 +209,7 @@ def normalize_cci(value: object, field: str = "cci", *, bank: str | None = None)
             field, "check_digit_1", f"check digit 1 (bank and office) is {digits[18]}, expected {expected[0]}"
         )
     if digits[19] != expected[1]:
-        raise InvalidCCI(
-            field, "check_digit_2", f"check digit 2 (account) is {digits[19]}, expected {expected[1]}"
-        )
+        raise InvalidCCI(field, "check_digit_2", f"check digit 2 (account) is {digits[19]}, expected {expected[1]}")
     if bank is not None and digits[:3] != bank:
         raise InvalidCCI(field, "bank", f"bank code is {digits[:3]}, expected {bank}")
     return digits

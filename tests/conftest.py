@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
 import pytest
@@ -58,21 +58,45 @@ async def template_url(pg_server_url: str) -> str:
     return url
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def db_url(pg_server_url: str, template_url: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test."""
+async def _create_database(server_url: str) -> tuple[str, str]:
     name = f"cct_test_{os.getpid()}_{next(_counter)}"
-    conn = await asyncpg.connect(pg_server_url)
+    conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'create database "{name}" template "{TEMPLATE}"')
     finally:
         await conn.close()
-    yield _with_database(pg_server_url, name)
-    conn = await asyncpg.connect(pg_server_url)
+    return name, _with_database(server_url, name)
+
+
+async def _drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
     try:
         await conn.execute(f'drop database if exists "{name}" with (force)')
     finally:
         await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db_url(pg_server_url: str, template_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name, url = await _create_database(pg_server_url)
+    yield url
+    await _drop_database(pg_server_url, name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def new_database(pg_server_url: str, template_url: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """A factory of more fresh, migrated databases (dropped after the test); returns their URLs."""
+    made: list[str] = []
+
+    async def make() -> str:
+        name, url = await _create_database(pg_server_url)
+        made.append(name)
+        return url
+
+    yield make
+    for name in made:
+        await _drop_database(pg_server_url, name)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -21,8 +21,8 @@ Failures are named conditions under :class:`BankError`:
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import date
 from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
@@ -50,19 +50,22 @@ Reference = Annotated[
 ]
 
 
-def _identifier(normalize: Any) -> Any:
+def _identifier(normalize: Callable[[object], str], fast_length: int) -> Any:
     def validate(value: object) -> str:
+        # The common case without the library's cleaning; a CCI's check digits are always verified.
+        if type(value) is str and len(value) == fast_length != 20 and value.isdigit() and value.isascii():
+            return value
         try:
-            return str(normalize(value))
+            return normalize(value)
         except InvalidIdentifier as exc:
             raise ValueError(exc.reason) from None
 
-    return BeforeValidator(validate)
+    return BeforeValidator(validate, json_schema_input_type=str)
 
 
-DNI = Annotated[str, _identifier(normalize_dni), Field(description="8-digit DNI (a check character is accepted)")]
-CCI = Annotated[str, _identifier(normalize_cci), Field(description="20-digit interbank account code")]
-Ubigeo = Annotated[str, _identifier(normalize_ubigeo), Field(description="6-digit INEI district code")]
+DNI = Annotated[str, _identifier(normalize_dni, 8), Field(description="8-digit DNI (a check character is accepted)")]
+CCI = Annotated[str, _identifier(normalize_cci, 20), Field(description="20-digit interbank account code")]
+Ubigeo = Annotated[str, _identifier(normalize_ubigeo, 0), Field(description="6-digit INEI district code")]
 AccountNumber = Annotated[str, Field(pattern=r"^[0-9]{12}$", description="12-digit account number")]
 
 
@@ -564,9 +567,7 @@ class BankPort(Protocol):
         ...
 
 
-async def submit_or_recover(
-    bank: BankPort, batch: CreditBatch, *, idempotency_key: str, max_rounds: int = 3
-) -> Batch:
+async def submit_or_recover(bank: BankPort, batch: CreditBatch, *, idempotency_key: str, max_rounds: int = 3) -> Batch:
     """Submit a batch exactly once, resolving unknown outcomes by looking the batch up by reference.
 
     On :class:`BankAmbiguousError` the batch is looked up by our reference: if the bank has it, that is the

@@ -1,0 +1,156 @@
+"""The set-based path: same rows as the online path, idempotent chunks, checks for the whole chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from adapters.postgres.database import Database
+from ledger import audit, bulk
+from ledger.engine import Ledger
+from ledger.errors import AccountNotFound, IdempotencyConflict, InsufficientFunds, InvalidTransfer, TransferNotPending
+from ledger.models import AccountSpec, NormalBalance, PostingSpec, TransferRequest
+
+N = 25
+TARGETS = [*range(N), 0, 1]  # households 0 and 1 are paid twice: two postings on one account in a chunk
+AMOUNTS = [100 + 7 * i for i in range(N)] + [55, 66]
+
+_POSTINGS = """
+select a.code, p.version, p.leg, p.amount, p.phase, p.posted_after, p.pending_debits_after, p.pending_credits_after
+  from ledger.postings p join ledger.accounts a on a.id = p.account_id
+ where p.transfer_id > $1
+ order by a.code, p.version
+"""
+_BALANCES = "select code, posted, pending_debits, pending_credits, version from ledger.accounts order by code"
+
+
+async def _setup(conn: asyncpg.Connection) -> tuple[int, list[int], int]:
+    led = Ledger(conn)
+    await led.create_account(AccountSpec("treasury", "PEN", NormalBalance.DEBIT))
+    fund = await led.create_account(AccountSpec("fund", "PEN", NormalBalance.CREDIT, no_overdraft=True, hot=True))
+    await led.transfer(
+        TransferRequest((PostingSpec("treasury", debit=10_000_00), PostingSpec("fund", credit=10_000_00)), "PEN"), "f"
+    )
+    ids = []
+    for i in range(N):
+        acct = await led.create_account(AccountSpec(f"hh:{i:03d}", "PEN", NormalBalance.CREDIT, no_overdraft=True))
+        ids.append(acct.id)
+    start = await conn.fetchval("select max(id) from ledger.transfers")
+    return fund.id, ids, start
+
+
+async def test_bulk_and_online_write_identical_rows(new_database: Callable[[], Awaitable[str]]) -> None:
+    """The same holds, then posts, written one at a time and as chunks leave identical postings."""
+    online_db = await Database.connect(await new_database())
+    bulk_db = await Database.connect(await new_database())
+    try:
+        async with online_db.connection() as conn:
+            _, _, start = await _setup(conn)
+            led = Ledger(conn)
+            holds = []
+            for k, (i, amount) in enumerate(zip(TARGETS, AMOUNTS, strict=True)):
+                request = TransferRequest(
+                    (PostingSpec("fund", debit=amount), PostingSpec(f"hh:{i:03d}", credit=amount)), "PEN", pending=True
+                )
+                holds.append((await led.transfer(request, f"hold-{k}")).id)
+            for k, hold in enumerate(holds):
+                await led.post(hold, f"post-{k}")
+            online_rows = [tuple(r) for r in await conn.fetch(_POSTINGS, start)]
+            online_balances = [tuple(r) for r in await conn.fetch(_BALANCES)]
+        async with bulk_db.connection() as conn:
+            fund, ids, start = await _setup(conn)
+            rows = [bulk.BulkTransfer(fund, ids[i], amount) for i, amount in zip(TARGETS, AMOUNTS, strict=True)]
+            async with conn.transaction():
+                held = await bulk.bulk_transfer(conn, rows, key="holds", currency="PEN", pending=True)
+            async with conn.transaction():
+                pending_ids = [i for i in held.transfer_ids if i is not None]
+                await bulk.bulk_resolve(conn, pending_ids, key="posts", post=True)
+            bulk_rows = [tuple(r) for r in await conn.fetch(_POSTINGS, start)]
+            bulk_balances = [tuple(r) for r in await conn.fetch(_BALANCES)]
+            assert (await audit.verify(conn)).ok
+    finally:
+        await online_db.close()
+        await bulk_db.close()
+    assert len(online_rows) == 4 * len(TARGETS)
+    assert bulk_rows == online_rows
+    assert bulk_balances == online_balances
+
+
+async def test_chunk_replay_returns_the_same_ids_and_reuse_is_refused(conn: asyncpg.Connection) -> None:
+    fund, ids, _ = await _setup(conn)
+    rows = [bulk.BulkTransfer(fund, i, 10_00) for i in ids]
+    async with conn.transaction():
+        first = await bulk.bulk_transfer(conn, rows, key="chunk-1", currency="PEN")
+    async with conn.transaction():
+        again = await bulk.bulk_transfer(conn, rows, key="chunk-1", currency="PEN")
+    assert again.replayed
+    assert again.transfer_ids == first.transfer_ids
+    assert (await Ledger(conn).balance("fund")).posted == 10_000_00 - N * 10_00
+    with pytest.raises(IdempotencyConflict):
+        async with conn.transaction():
+            await bulk.bulk_transfer(conn, rows[:-1], key="chunk-1", currency="PEN")
+
+
+async def test_chunk_overdraft_is_refused_whole_and_names_the_fund(conn: asyncpg.Connection) -> None:
+    fund, ids, _ = await _setup(conn)
+    rows = [bulk.BulkTransfer(fund, i, 500_00) for i in ids]  # 25 x 500 > 10,000
+    with pytest.raises(InsufficientFunds) as err:
+        async with conn.transaction():
+            await bulk.bulk_transfer(conn, rows, key="too-much", currency="PEN")
+    assert err.value.extra["account"] == "fund"
+    assert (await Ledger(conn).balance("fund")).posted == 10_000_00
+    assert await conn.fetchval("select count(*) from ledger.transfers") == 1
+
+
+async def test_bad_rows_are_named(conn: asyncpg.Connection) -> None:
+    fund, ids, _ = await _setup(conn)
+    with pytest.raises(AccountNotFound, match=r"rows\[1\]"):
+        async with conn.transaction():
+            await bulk.bulk_transfer(
+                conn, [bulk.BulkTransfer(fund, ids[0], 1), bulk.BulkTransfer(fund, 987654, 1)], key="x", currency="PEN"
+            )
+    with pytest.raises(InvalidTransfer, match=r"rows\[0\]"):
+        async with conn.transaction():
+            await bulk.bulk_transfer(conn, [bulk.BulkTransfer(fund, ids[0], 0)], key="y", currency="PEN")
+    with pytest.raises(InvalidTransfer, match=r"rows\[0\]"):
+        async with conn.transaction():
+            await bulk.bulk_transfer(conn, [bulk.BulkTransfer(fund, ids[0], 1.0)], key="z", currency="PEN")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="transaction"):
+        await bulk.bulk_transfer(conn, [bulk.BulkTransfer(fund, ids[0], 1)], key="w", currency="PEN")
+
+
+async def test_resolve_skips_what_is_already_resolved(conn: asyncpg.Connection) -> None:
+    fund, ids, _ = await _setup(conn)
+    async with conn.transaction():
+        held = await bulk.bulk_transfer(
+            conn, [bulk.BulkTransfer(fund, i, 1_00) for i in ids[:4]], key="h", currency="PEN", pending=True
+        )
+    pending = [i for i in held.transfer_ids if i is not None]
+    await Ledger(conn).void(pending[0], "void-one")
+    async with conn.transaction():
+        posted = await bulk.bulk_resolve(conn, pending, key="p", post=True)
+    assert posted.transfer_ids[0] is None
+    assert all(i is not None for i in posted.transfer_ids[1:])
+    with pytest.raises(TransferNotPending):
+        async with conn.transaction():
+            await bulk.bulk_resolve(conn, [posted.transfer_ids[1] or 0], key="q", post=False)
+    fund_balance = await Ledger(conn).balance("fund")
+    assert (fund_balance.posted, fund_balance.pending_debits) == (10_000_00 - 3 * 1_00, 0)
+
+
+async def test_balance_moves_lock_accounts_in_sorted_order(conn: asyncpg.Connection) -> None:
+    """The plan of the balance move is a nested loop over the sorted aggregate: rows lock in id order."""
+    fund, ids, _ = await _setup(conn)
+    async with conn.transaction():
+        await conn.execute(bulk._WORK)
+        await conn.execute(
+            "insert into bulk_legs select g, 1, a, 1 from unnest($1::bigint[]) with ordinality as x(a, g)", ids[::-1]
+        )
+        await conn.execute("analyze bulk_legs")
+        await conn.execute("set local enable_hashjoin = off; set local enable_mergejoin = off")
+        plan = "\n".join(r[0] for r in await conn.fetch("explain " + bulk._MOVE_BALANCES, 0, False, [fund]))
+    assert "Nested Loop" in plan
+    nested = plan.index("Nested Loop")
+    assert plan.index("Sort Key: l.account_id", nested) < plan.index("Index Scan using accounts_pkey", nested)

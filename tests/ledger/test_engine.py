@@ -1,0 +1,291 @@
+"""Worked accounting examples for the online ledger, on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from ledger import bulk
+from ledger.engine import Ledger
+from ledger.errors import (
+    AccountClosed,
+    AccountExists,
+    AccountNotFound,
+    CurrencyMismatch,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidTransfer,
+    PeriodClosed,
+    TransferExpired,
+    TransferNotFound,
+    TransferNotPending,
+    TransferNotReversible,
+)
+from ledger.models import AccountSpec, NormalBalance, PostingSpec, TransferRequest
+
+FUND = "program:JUNTOS:fund"
+TREASURY = "mef:treasury"
+HH1 = "household:000001:savings"
+HH2 = "household:000002:savings"
+
+
+def pay(debit: str, credit: str, amount: int, **kw: object) -> TransferRequest:
+    return TransferRequest((PostingSpec(debit, debit=amount), PostingSpec(credit, credit=amount)), "PEN", **kw)  # type: ignore[arg-type]
+
+
+async def chart(ledger: Ledger) -> None:
+    """The program's chart: the treasury (an asset of the state), the fund and two savings accounts.
+
+    The fund and the savings accounts are credit-normal (money owed to the program and to households);
+    the fund and the savings may never be overdrawn.
+    """
+    await ledger.create_account(AccountSpec(TREASURY, "PEN", NormalBalance.DEBIT))
+    await ledger.create_account(AccountSpec(FUND, "PEN", NormalBalance.CREDIT, no_overdraft=True, hot=True))
+    for code in (HH1, HH2):
+        await ledger.create_account(AccountSpec(code, "PEN", NormalBalance.CREDIT, no_overdraft=True))
+
+
+@pytest.fixture
+async def ledger(conn: asyncpg.Connection) -> Ledger:
+    led = Ledger(conn, actor="tester")
+    await chart(led)
+    return led
+
+
+async def test_appropriation_payment_and_balances(ledger: Ledger) -> None:
+    # The budget arrives: the treasury (debit) funds the program (credit).
+    await ledger.transfer(pay(TREASURY, FUND, 1_000_00), "approp-1")
+    # A bimester payment: the fund (debit) pays the household's savings (credit).
+    t = await ledger.transfer(pay(FUND, HH1, 200_00, description="2026-B5"), "pay-1")
+    assert t.status == "posted"
+    assert t.postings == ({"account": FUND, "debit": 200_00}, {"account": HH1, "credit": 200_00})
+    fund = await ledger.balance(FUND)
+    hh = await ledger.balance(HH1)
+    treasury = await ledger.balance(TREASURY)
+    assert (fund.posted, fund.available, fund.version) == (800_00, 800_00, 2)
+    assert (hh.posted, hh.available, hh.version) == (200_00, 200_00, 1)
+    assert treasury.posted == 1_000_00  # debit-normal: the state's asset went out as an appropriation
+    lines, cursor = await ledger.statement(FUND)
+    assert cursor is None
+    assert [(line.debit, line.credit, line.posted_after) for line in lines] == [(200_00, 0, 800_00), (0, 1_000_00, 1_000_00)]
+
+
+async def test_overdraft_refused_names_the_account_and_changes_nothing(ledger: Ledger) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 100_00), "a")
+    with pytest.raises(InsufficientFunds) as err:
+        await ledger.transfer(pay(FUND, HH1, 100_01), "b")
+    assert err.value.extra["account"] == FUND
+    assert err.value.extra["available"] == 100_00
+    assert (await ledger.balance(FUND)).posted == 100_00
+    assert (await ledger.balance(HH1)).version == 0
+
+
+async def test_two_phase_hold_counts_against_available_then_posts_once(ledger: Ledger) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 300_00), "fund")
+    hold = await ledger.transfer(pay(FUND, HH1, 200_00, pending=True), "hold")
+    fund = await ledger.balance(FUND)
+    assert hold.status == "pending"
+    assert (fund.posted, fund.pending_debits, fund.available) == (300_00, 200_00, 100_00)
+    hh = await ledger.balance(HH1)
+    assert (hh.posted, hh.pending_credits, hh.available) == (0, 200_00, 0)
+    # A second hold larger than what is available is refused.
+    with pytest.raises(InsufficientFunds):
+        await ledger.transfer(pay(FUND, HH2, 100_01, pending=True), "hold-2")
+    posted = await ledger.post(hold.id, "post")
+    assert posted.status == "posted"
+    assert posted.posted_amount == 200_00
+    fund = await ledger.balance(FUND)
+    assert (fund.posted, fund.pending_debits, fund.available) == (100_00, 0, 100_00)
+    assert (await ledger.balance(HH1)).posted == 200_00
+    with pytest.raises(TransferNotPending):
+        await ledger.void(hold.id, "void-after-post")
+    with pytest.raises(TransferNotPending):
+        await ledger.post(hold.id, "post-again")
+
+
+async def test_void_releases_the_hold(ledger: Ledger) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 300_00), "fund")
+    hold = await ledger.transfer(pay(FUND, HH1, 200_00, pending=True), "hold")
+    voided = await ledger.void(hold.id, "void", reason="account closed at the bank")
+    assert voided.status == "voided"
+    fund = await ledger.balance(FUND)
+    assert (fund.posted, fund.pending_debits, fund.available, fund.version) == (300_00, 0, 300_00, 3)
+    assert (await ledger.balance(HH1)).available == 0
+
+
+async def test_partial_post_commits_part_and_releases_the_rest(ledger: Ledger) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 1_000_00), "fund")
+    hold = await ledger.transfer(pay(FUND, HH1, 600_00, pending=True), "batch-hold")
+    done = await ledger.post(hold.id, "batch-post", amount=400_00)
+    assert done.status == "posted"
+    assert done.posted_amount == 400_00
+    fund = await ledger.balance(FUND)
+    assert (fund.posted, fund.pending_debits, fund.available) == (600_00, 0, 600_00)
+    assert (await ledger.balance(HH1)).posted == 400_00
+    with pytest.raises(InvalidTransfer):
+        hold2 = await ledger.transfer(pay(FUND, HH1, 10_00, pending=True), "h2")
+        await ledger.post(hold2.id, "p2", amount=10_01)
+
+
+async def test_expired_hold_cannot_be_posted_and_the_sweep_voids_it(ledger: Ledger, conn: asyncpg.Connection) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 300_00), "fund")
+    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    hold = await ledger.transfer(pay(FUND, HH1, 200_00, pending=True, expires_at=soon), "hold")
+    await asyncio.sleep(0.4)
+    with pytest.raises(TransferExpired):
+        await ledger.post(hold.id, "late-post")
+    async with conn.transaction():
+        assert await bulk.void_expired(conn) == 1
+    assert (await ledger.get_transfer(hold.id)).status == "expired"
+    assert (await ledger.balance(FUND)).available == 300_00
+    async with conn.transaction():
+        assert await bulk.void_expired(conn) == 0
+
+
+async def test_reversal_undoes_once_and_links_both_ways(ledger: Ledger) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 300_00), "fund")
+    t = await ledger.transfer(pay(FUND, HH1, 200_00), "pay")
+    r = await ledger.reverse(t.id, "rev", description="paid in error")
+    assert r.reverses_id == t.id
+    assert r.postings == ({"account": FUND, "credit": 200_00}, {"account": HH1, "debit": 200_00})
+    assert (await ledger.get_transfer(t.id)).reversed_by == r.id
+    assert (await ledger.balance(FUND)).posted == 300_00
+    assert (await ledger.balance(HH1)).posted == 0
+    with pytest.raises(TransferNotReversible):
+        await ledger.reverse(t.id, "rev-again")
+    hold = await ledger.transfer(pay(FUND, HH1, 10_00, pending=True), "hold")
+    with pytest.raises(TransferNotReversible):
+        await ledger.reverse(hold.id, "rev-pending")
+
+
+async def test_reversal_refused_when_the_money_is_gone(ledger: Ledger) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 300_00), "fund")
+    t = await ledger.transfer(pay(FUND, HH1, 200_00), "pay")
+    await ledger.transfer(pay(HH1, TREASURY, 150_00, description="withdrawal"), "withdraw")
+    with pytest.raises(InsufficientFunds) as err:
+        await ledger.reverse(t.id, "rev")
+    assert err.value.extra["account"] == HH1
+
+
+async def test_idempotent_replay_and_key_reuse(ledger: Ledger, conn: asyncpg.Connection) -> None:
+    first = await ledger.transfer(pay(TREASURY, FUND, 50_00), "k-1")
+    again = await ledger.transfer(pay(TREASURY, FUND, 50_00), "k-1")
+    assert again.id == first.id
+    assert again.replayed
+    assert not first.replayed
+    assert (await ledger.balance(FUND)).posted == 50_00
+    with pytest.raises(IdempotencyConflict):
+        await ledger.transfer(pay(TREASURY, FUND, 50_01), "k-1")
+    assert await conn.fetchval("select count(*) from ledger.transfers") == 1
+    # A failed request stores no key: the same key may be retried once the cause is fixed.
+    with pytest.raises(InsufficientFunds):
+        await ledger.transfer(pay(FUND, HH1, 60_00), "k-2")
+    await ledger.transfer(pay(TREASURY, FUND, 10_00), "k-3")
+    ok = await ledger.transfer(pay(FUND, HH1, 60_00), "k-2")
+    assert ok.status == "posted"
+
+
+async def test_bad_transfers_are_refused_before_anything_moves(ledger: Ledger, conn: asyncpg.Connection) -> None:
+    with pytest.raises(InvalidTransfer, match="do not balance"):
+        TransferRequest((PostingSpec(FUND, debit=100), PostingSpec(HH1, credit=99)), "PEN")
+    with pytest.raises(InvalidTransfer, match="at least two"):
+        TransferRequest((PostingSpec(FUND, debit=100),), "PEN")
+    with pytest.raises(InvalidTransfer):
+        PostingSpec(FUND, debit=100, credit=100)
+    with pytest.raises(Exception, match="integer"):
+        PostingSpec(FUND, debit=1.5)  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="integer"):
+        PostingSpec(FUND, debit=True)
+    with pytest.raises(AccountNotFound) as err:
+        await ledger.transfer(pay("nope", HH1, 1), "x")
+    assert err.value.extra["accounts"] == ["nope"]
+    await ledger.create_account(AccountSpec("usd:cash", "USD", NormalBalance.DEBIT))
+    with pytest.raises(CurrencyMismatch):
+        await ledger.transfer(pay("usd:cash", HH1, 1), "y")
+    assert await conn.fetchval("select count(*) from ledger.transfers") == 0
+
+
+async def test_accounts_unique_closed_and_listed(ledger: Ledger) -> None:
+    with pytest.raises(AccountExists):
+        await ledger.create_account(AccountSpec(FUND, "PEN", NormalBalance.CREDIT))
+    await ledger.create_account(AccountSpec("household:9:savings", "PEN", NormalBalance.CREDIT), "acct-key")
+    same = await ledger.create_account(AccountSpec("household:9:savings", "PEN", NormalBalance.CREDIT), "acct-key")
+    assert same.code == "household:9:savings"
+    closed = await ledger.close_account("household:9:savings")
+    assert closed.closed
+    with pytest.raises(AccountClosed):
+        await ledger.transfer(pay(TREASURY, "household:9:savings", 1), "to-closed")
+    await ledger.transfer(pay(TREASURY, FUND, 1_00), "f")
+    with pytest.raises(AccountClosed, match="balance"):
+        await ledger.close_account(FUND)
+    page, cursor = await ledger.list_accounts(prefix="household:", limit=2)
+    assert [a.code for a in page] == [HH1, HH2]
+    assert cursor is not None
+    rest, end = await ledger.list_accounts(prefix="household:", limit=2, cursor=cursor)
+    assert [a.code for a in rest] == ["household:9:savings"]
+    assert end is None
+
+
+async def test_balance_at_any_past_instant(ledger: Ledger) -> None:
+    marks = []
+    for i in range(5):
+        await ledger.transfer(pay(TREASURY, FUND, 10_00), f"f{i}")
+        marks.append(datetime.now(UTC))
+        await asyncio.sleep(0.002)
+    before = datetime.now(UTC) - timedelta(days=1)
+    assert (await ledger.balance(FUND, as_of=before)).posted == 0
+    for i, mark in enumerate(marks):
+        bal = await ledger.balance(FUND, as_of=mark)
+        assert (bal.posted, bal.version) == (10_00 * (i + 1), i + 1)
+
+
+async def test_statement_pages_newest_first(ledger: Ledger) -> None:
+    for i in range(7):
+        await ledger.transfer(pay(TREASURY, FUND, (i + 1) * 100), f"s{i}")
+    seen = []
+    cursor = None
+    while True:
+        lines, cursor = await ledger.statement(FUND, limit=3, cursor=cursor)
+        seen += [line.version for line in lines]
+        if cursor is None:
+            break
+    assert seen == [7, 6, 5, 4, 3, 2, 1]
+
+
+async def test_closed_period_refuses_effective_times_inside_it(ledger: Ledger) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = datetime(2026, 3, 1, tzinfo=UTC)
+    await ledger.close_period("2026-B1", start, end)
+    with pytest.raises(PeriodClosed) as err:
+        await ledger.transfer(pay(TREASURY, FUND, 1_00, effective_at=datetime(2026, 2, 1, tzinfo=UTC)), "late")
+    assert err.value.extra["period"] == "2026-B1"
+    ok = await ledger.transfer(pay(TREASURY, FUND, 1_00, effective_at=end), "on-time")
+    assert ok.effective_at == end
+    with pytest.raises(PeriodClosed):
+        await ledger.close_period("2026-B1", start, end)
+
+
+async def test_batch_is_all_or_nothing(ledger: Ledger, conn: asyncpg.Connection) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 300_00), "fund")
+    items = [("b1", pay(FUND, HH1, 100_00)), ("b2", pay(FUND, HH2, 100_00)), ("b3", pay(FUND, HH1, 200_00))]
+    with pytest.raises(InsufficientFunds):
+        async with conn.transaction():
+            await ledger.transfer_batch(items)
+    assert (await ledger.balance(FUND)).posted == 300_00
+    async with conn.transaction():
+        done = await ledger.transfer_batch(items[:2])
+    assert [t.status for t in done] == ["posted", "posted"]
+    async with conn.transaction():
+        again = await ledger.transfer_batch(items[:2])
+    assert [t.id for t in again] == [t.id for t in done]
+    assert all(t.replayed for t in again)
+
+
+async def test_unknown_transfer(ledger: Ledger) -> None:
+    with pytest.raises(TransferNotFound):
+        await ledger.get_transfer(999_999)
+    with pytest.raises(TransferNotFound):
+        await ledger.post(999_999, "p")
