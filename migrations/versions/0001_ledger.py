@@ -39,7 +39,7 @@ create schema ledger;
 -- whereas a table CHECK is re-evaluated on every UPDATE of the row, including the balance updates of a
 -- million-account payment run.
 create domain ledger.account_code as text
-    check (value ~ '^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,199}$');
+    check (value ~ '^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$');
 create domain ledger.currency_code as char(3)
     check (value ~ '^[A-Z]{3}$');
 
@@ -90,8 +90,7 @@ create table ledger.transfers (
     constraint transfers_reversal_kind check (reverses_id is null or kind = 0),
     constraint transfers_expiry_kind check (expires_at is null or kind = 1)
 );
--- Each connection caches a range of ids: ids stay unique, bulk chunks reserve theirs cheaply.
-alter sequence ledger.transfers_id_seq cache 1000;
+
 create unique index transfers_resolved_once on ledger.transfers (pending_id) where pending_id is not null;
 create unique index transfers_reversed_once on ledger.transfers (reverses_id) where reverses_id is not null;
 create index transfers_seal_order on ledger.transfers (txid, id);

@@ -1,0 +1,180 @@
+"""The FastAPI application: lifespan (database, background sealer and expiry sweep), middleware, routes.
+
+``create_app()`` resolves the database (``DATABASE_URL`` or the embedded server), refuses to start on an
+unmigrated database (``cct-ledger db upgrade`` fixes it) and mounts every capability's router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters.postgres import migrate
+from adapters.postgres.bootstrap import resolve_database_url
+from adapters.postgres.database import Database
+from ledger import audit, bulk
+from services.api import metrics, problems
+from services.config import Settings, get_settings
+from services.ledgerapi import metrics as ledger_metrics
+from services.ledgerapi.api import router as ledger_router
+from services.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+Router = Any
+
+
+class RequestContext:
+    """Pure ASGI middleware: a request id bound to the logs, metrics per route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode() or uuid.uuid4().hex[:16]
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.REQUESTS.labels(scope["method"], path, str(status)).inc()
+            metrics.LATENCY.labels(scope["method"], path).observe(time.perf_counter() - started)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def _every(seconds: float, name: str, job: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except Exception as e:  # a background job must not die; it reports and tries again
+            log.error("background.failed", job=name, error=repr(e))
+
+
+def create_app(
+    settings: Settings | None = None,
+    database: Database | None = None,
+    routers: list[Router] | None = None,
+    background: bool = True,
+) -> FastAPI:
+    """Build the application.
+
+    Args:
+        settings: configuration (default: from the environment).
+        database: an open pool to use (tests); by default one is opened at startup.
+        routers: extra routers to mount (capabilities register theirs in ``services.api.routes``).
+        background: run the sealer and the expiry sweep.
+    """
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.log_format)
+        owned = database is None
+        db = database
+        if db is None:
+            url = await resolve_database_url(settings)
+            await migrate.assert_migrated(url)
+            db = await Database.connect(url, max_size=settings.db_pool_size)
+        app.state.database = db
+        tasks: list[asyncio.Task[None]] = []
+        if background and settings.seal_interval_seconds > 0:
+            tasks.append(asyncio.create_task(_every(settings.seal_interval_seconds, "seal", lambda: _seal(db))))
+        if background and settings.expiry_sweep_interval_seconds > 0:
+            tasks.append(
+                asyncio.create_task(_every(settings.expiry_sweep_interval_seconds, "expiry", lambda: _sweep(db)))
+            )
+        log.info("api.started")
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if owned:
+                await db.close()
+
+    app = FastAPI(
+        title="cct-ledger",
+        version="0.1.0",
+        description=(
+            "The payment and savings ledger of a conditional cash transfer program. Every `/v1` route needs "
+            "`Authorization: Bearer <token>` (`cct-ledger token create`). Amounts are integers of minor units "
+            "(céntimos: 20000 = S/ 200.00). Errors are RFC 9457 `application/problem+json` with a stable "
+            "`type`; lists are paginated with `limit` and `cursor` and return `next_cursor`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.add_middleware(RequestContext)
+
+    @app.get("/healthz", tags=["ops"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="The database answers and is migrated")
+    async def readyz(request: Request) -> Response:
+        try:
+            async with request.app.state.database.connection() as conn:
+                await migrate.assert_migrated(conn)
+        except Exception as e:
+            return JSONResponse({"status": "unavailable", "detail": str(e)}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    app.include_router(ledger_router)
+    for router in routers if routers is not None else _capability_routers():
+        app.include_router(router)
+    return app
+
+
+def _capability_routers() -> list[Router]:
+    from services.api.routes import routers
+
+    return routers()
+
+
+async def _seal(db: Database) -> None:
+    async with db.connection() as conn:
+        started = time.perf_counter()
+        result = await audit.seal(conn)
+        ledger_metrics.SEAL_SECONDS.observe(time.perf_counter() - started)
+        ledger_metrics.SEALED_TRANSFERS.inc(result.transfers)
+
+
+async def _sweep(db: Database) -> None:
+    while True:
+        async with db.unit_of_work() as conn:
+            if await bulk.void_expired(conn) == 0:
+                return

@@ -1,0 +1,108 @@
+"""Request dependencies: the database, the unit of work, the caller, pagination."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Query, Request
+
+from adapters.postgres.database import Database
+from ledger.db import Connection
+from ledger.errors import AppError
+from services.auth.service import Principal, Role, authenticate, cached_principal
+
+
+class Pagination:
+    """``limit`` (1 to 1,000, default 100) and an opaque ``cursor`` from the previous page."""
+
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
+        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    ) -> None:
+        self.limit = limit
+        self.cursor = cursor
+
+
+def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
+    """The envelope of every list: ``data``, ``next_cursor`` and ``has_more``."""
+    return {"data": data, "next_cursor": next_cursor, "has_more": next_cursor is not None}
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def connection(request: Request) -> AsyncIterator[Connection]:
+    """A pooled connection in autocommit mode: for reads and single-statement writes (one ledger call is one
+    atomic statement)."""
+    async with get_database(request).connection() as conn:
+        yield conn
+
+
+async def unit_of_work(request: Request) -> AsyncIterator[Connection]:
+    """A connection inside a transaction: committed when the route returns, rolled back if it raises."""
+    async with get_database(request).unit_of_work() as conn:
+        yield conn
+
+
+async def principal(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="`Bearer <token>`")] = None,
+) -> Principal:
+    token = None
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    ttl = request.app.state.settings.token_cache_seconds
+    cached = cached_principal(token, ttl)
+    if cached is not None:
+        return cached
+    async with get_database(request).connection() as conn:
+        return await authenticate(conn, token, ttl)
+
+
+def require(*roles: Role) -> Any:
+    """A dependency that admits admin and ``roles``; returns the principal."""
+
+    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        who.require(*roles)
+        return who
+
+    return Depends(check)
+
+
+READ = (Role.OPERATOR, Role.APPROVER, Role.AUDITOR)
+WRITE = (Role.OPERATOR,)
+Reader = Annotated[Principal, require(*READ)]
+"""Any role may read."""
+Writer = Annotated[Principal, require(*WRITE)]
+"""Operators (and admins) write."""
+Approver = Annotated[Principal, require(Role.APPROVER)]
+Auditor = Annotated[Principal, require(Role.AUDITOR)]
+Admin = Annotated[Principal, require()]
+
+
+def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Client-chosen key (1-200 characters); a replay returns the first answer.",
+        ),
+    ] = None,
+) -> str:
+    if key is None or not key.strip():
+        raise MissingIdempotencyKey(
+            "the Idempotency-Key header is required on this route; choose a unique value per "
+            "operation and reuse it on retries"
+        )
+    if len(key) > 200:
+        raise MissingIdempotencyKey("the Idempotency-Key header must be at most 200 characters")
+    return key.strip()
+
+
+class MissingIdempotencyKey(AppError):
+    type = "idempotency-key-required"
+    title = "Idempotency-Key header required"

@@ -1,0 +1,130 @@
+"""What every command shares: the database, the acting user, output as tables or JSON, friendly errors."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adapters.postgres import migrate
+from adapters.postgres.bootstrap import resolve_database_url
+from adapters.postgres.database import Database
+from adapters.postgres.embedded import EmbeddedPostgresError
+from ledger.errors import AppError
+from services.config import Settings, get_settings
+from services.logs import configure_logging
+
+# Piped output is not wrapped at 80 columns: account codes and amounts stay whole.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
+USER_OPTION = typer.Option(
+    None, "--user", help="Who is acting (recorded on every write). Default: $CCT_USER or the login name."
+)
+
+
+def settings() -> Settings:
+    s = get_settings()
+    configure_logging(s.log_level, "console" if s.log_format == "auto" else s.log_format)
+    return s
+
+
+def actor(user: str | None) -> str:
+    """The acting user: ``--user``, else ``$CCT_USER``, else the login name."""
+    if user:
+        return user
+    env = os.environ.get("CCT_USER")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (containers): still record something true
+        return f"uid:{os.getuid()}"
+
+
+def require_user(user: str | None, command: str) -> str:
+    """``--user`` is required for maker-checker steps; say so clearly when it is missing."""
+    if not user:
+        raise typer.BadParameter(f"--user NAME is required for `{command}` (it is recorded as who did it)")
+    return user
+
+
+@asynccontextmanager
+async def database(s: Settings | None = None, *, check_migrated: bool = True) -> AsyncIterator[Database]:
+    """Open the configured database (starting the embedded server when needed)."""
+    s = s or settings()
+    url = await resolve_database_url(s)
+    if check_migrated:
+        await migrate.assert_migrated(url)
+    db = await Database.connect(url, max_size=s.db_pool_size)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+def command(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    """Run an async command; turn known failures into a clear message and a non-zero exit status."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))  # type: ignore[arg-type]
+        except AppError as e:
+            err.print(f"[bold red]error:[/] {e.detail}", highlight=False)
+            hint = _hint(e)
+            if hint:
+                err.print(f"[dim]hint:[/] {hint}", highlight=False)
+            raise typer.Exit(1) from None
+        except EmbeddedPostgresError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(1) from None
+        except (ConnectionError, OSError) as e:
+            err.print(f"[bold red]error:[/] cannot reach the database: {e}", highlight=False)
+            err.print("[dim]hint:[/] check DATABASE_URL, or unset it to use the embedded PostgreSQL")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _hint(e: AppError) -> str:
+    return {
+        "database-not-migrated": "run `cct-ledger db upgrade`",
+        "insufficient-funds": "fund the account first, or lower the amount",
+        "idempotency-key-reused": "use a new --key for a different operation",
+        "account-not-found": "list accounts with `cct-ledger accounts list`",
+    }.get(e.type, "")
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode())
+    sys.stdout.write("\n")
+
+
+def table(
+    title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Iterable[str] = ()
+) -> Table:
+    """A rich table; ``right`` names the columns to right-align (amounts)."""
+    right_set = set(right)
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(c, justify="right" if c in right_set else "left")
+    for r in rows:
+        t.add_row(*[("" if v is None else str(v)) for v in r])
+    return t

@@ -1,0 +1,30 @@
+"""``cct-ledger serve``: the HTTP API."""
+
+from __future__ import annotations
+
+import typer
+import uvicorn
+
+from services.cli.common import settings
+
+
+def serve(
+    host: str = typer.Option(None, "--host", help="Interface to bind (default: CCT_HOST or 127.0.0.1)."),
+    port: int = typer.Option(None, "--port", help="Port (default: CCT_PORT or 8000)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (metrics are per process)."),
+) -> None:
+    """Run the HTTP API (OpenAPI at /docs, health at /healthz and /readyz, metrics at /metrics).
+
+    Example: cct-ledger serve --host 0.0.0.0 --port 8000
+    """
+    s = settings()
+    uvicorn.run(
+        "services.api.app:create_app",
+        factory=True,
+        host=host or s.host,
+        port=port or s.port,
+        workers=workers,
+        log_level=s.log_level.lower(),
+        access_log=False,
+        proxy_headers=True,
+    )

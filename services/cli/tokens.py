@@ -1,0 +1,62 @@
+"""``cct-ledger token``: API tokens."""
+
+from __future__ import annotations
+
+import typer
+
+from services.auth import service
+from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, print_json, table
+
+app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+
+
+@app.command("create")
+@command
+async def create(
+    name: str = typer.Option(..., "--name", help="The acting user recorded on every write made with the token."),
+    role: str = typer.Option(..., "--role", help="admin, operator, approver or auditor."),
+    user: str | None = USER_OPTION,
+) -> None:
+    """Create a token and print only the token, so `TOKEN=$(cct-ledger token create ...)` works.
+
+    Example: TOKEN=$(cct-ledger token create --name maria --role operator)
+    """
+    async with database() as db, db.connection() as conn:
+        secret, _ = await service.create_token(conn, name, role, created_by=actor(user))
+    print(secret)
+
+
+@app.command("list")
+@command
+async def list_(as_json: bool = JSON_OPTION) -> None:
+    """List tokens (never their secrets).
+
+    Example: cct-ledger token list
+    """
+    async with database() as db, db.connection() as conn:
+        rows = [service.describe(r) for r in await service.list_tokens(conn)]
+    if as_json:
+        print_json(rows)
+        return
+    console.print(
+        table(
+            "API tokens",
+            ["id", "name", "role", "prefix", "created", "revoked"],
+            [
+                (r["id"], r["name"], r["role"], r["prefix"] + "…", r["created_at"][:19], (r["revoked_at"] or "")[:19])
+                for r in rows
+            ],
+        )
+    )
+
+
+@app.command("revoke")
+@command
+async def revoke(name_or_id: str = typer.Argument(..., help="Token name (revokes all its live tokens) or id.")) -> None:
+    """Revoke tokens: requests with them get 401 from then on (within the server's token cache time).
+
+    Example: cct-ledger token revoke maria
+    """
+    async with database() as db, db.connection() as conn:
+        n = await service.revoke_token(conn, name_or_id)
+    console.print(f"revoked {n} token(s)")

@@ -1,0 +1,1 @@
+"""The ledger over HTTP: accounts, balances, statements, transfers, holds, reversals, verification."""

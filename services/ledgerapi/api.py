@@ -1,0 +1,192 @@
+"""Routes of the ledger: thin adapters from HTTP to :class:`ledger.engine.Ledger`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import JSONResponse
+
+from ledger import audit
+from ledger.db import Connection
+from ledger.engine import Ledger
+from ledger.models import Transfer
+from services.api.deps import (
+    Admin,
+    Auditor,
+    Pagination,
+    Reader,
+    Writer,
+    connection,
+    idempotency_key,
+    page,
+    unit_of_work,
+)
+from services.ledgerapi import metrics
+from services.ledgerapi.schemas import (
+    AccountCreate,
+    AccountOut,
+    BalanceOut,
+    BatchCreate,
+    PeriodClose,
+    PostRequest,
+    ReverseRequest,
+    StatementLineOut,
+    TransferCreate,
+    TransferOut,
+    VerifyOut,
+    VoidRequest,
+)
+
+router = APIRouter(prefix="/v1", tags=["ledger"])
+Conn = Annotated[Connection, Depends(connection)]
+UoW = Annotated[Connection, Depends(unit_of_work)]
+Key = Annotated[str, Depends(idempotency_key)]
+
+
+class _ORJSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _transfer_response(t: Transfer, status: int = 201) -> Response:
+    metrics.TRANSFERS.labels(kind=t.kind, replayed=str(t.replayed).lower()).inc()
+    headers = {"Idempotent-Replayed": "true"} if t.replayed else None
+    return _ORJSON(t.to_dict(), status_code=status, headers=headers)
+
+
+@router.post("/accounts", status_code=201, response_model=AccountOut, summary="Open an account")
+async def create_account(
+    body: AccountCreate,
+    who: Writer,
+    conn: Conn,
+    key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> dict[str, Any]:
+    """Open an account. A duplicate code is refused with 409 `account-exists`, unless the request repeats an
+    earlier one with the same optional `Idempotency-Key`."""
+    account = await Ledger(conn, who.name).create_account(body.to_spec(), key)
+    return account.to_dict()
+
+
+@router.get("/accounts", response_model=dict[str, Any], summary="List accounts")
+async def list_accounts(
+    who: Reader,
+    conn: Conn,
+    pagination: Annotated[Pagination, Depends()],
+    prefix: Annotated[str, Query(max_length=200, description="Only codes starting with this")] = "",
+) -> dict[str, Any]:
+    accounts, cursor = await Ledger(conn).list_accounts(prefix=prefix, limit=pagination.limit, cursor=pagination.cursor)
+    return page([a.to_dict() for a in accounts], cursor)
+
+
+@router.get("/accounts/{code}", response_model=AccountOut, summary="An account with its balances")
+async def get_account(code: str, who: Reader, conn: Conn) -> dict[str, Any]:
+    return (await Ledger(conn).get_account(code)).to_dict()
+
+
+@router.post("/accounts/{code}/close", response_model=AccountOut, summary="Close an account")
+async def close_account(code: str, who: Writer, conn: Conn) -> dict[str, Any]:
+    """Close an account with zero balance and nothing pending; it then refuses new postings."""
+    return (await Ledger(conn, who.name).close_account(code)).to_dict()
+
+
+@router.get("/accounts/{code}/balance", response_model=BalanceOut, summary="Balance now or at an instant")
+async def balance(
+    code: str,
+    who: Reader,
+    conn: Conn,
+    as_of: Annotated[datetime | None, Query(description="RFC 3339 instant, e.g. 2026-11-01T00:00:00Z")] = None,
+) -> dict[str, Any]:
+    return (await Ledger(conn).balance(code, as_of)).to_dict()
+
+
+@router.get("/accounts/{code}/postings", response_model=dict[str, Any], summary="Statement, newest first")
+async def postings(code: str, who: Reader, conn: Conn, pagination: Annotated[Pagination, Depends()]) -> dict[str, Any]:
+    """The account's postings, newest first, each with the balance after it. Paginated: pass `next_cursor`
+    back as `cursor`."""
+    lines, cursor = await Ledger(conn).statement(code, limit=pagination.limit, cursor=pagination.cursor)
+    return page([StatementLineOut(**line.to_dict()).model_dump() for line in lines], cursor)
+
+
+@router.post("/transfers", status_code=201, response_model=TransferOut, summary="Create a transfer")
+async def create_transfer(body: TransferCreate, who: Writer, conn: Conn, key: Key) -> Response:
+    """Create a posted transfer, or a pending one (a hold) with `"pending": true`.
+
+    Postings must balance (debits = credits) in one currency. Replaying the same `Idempotency-Key` with the
+    same body returns the first result (header `Idempotent-Replayed: true`); the same key with another body
+    is refused with 409.
+    """
+    return _transfer_response(await Ledger(conn, who.name).transfer(body.to_request(), key))
+
+
+@router.post("/transfers/batch", status_code=201, summary="Create up to 10,000 transfers, all or nothing")
+async def create_batch(body: BatchCreate, who: Writer, conn: UoW) -> Response:
+    """Each transfer carries its own `idempotency_key`; either every transfer is written or none is."""
+    done = await Ledger(conn, who.name).transfer_batch([(t.idempotency_key, t.to_request()) for t in body.transfers])
+    for t in done:
+        metrics.TRANSFERS.labels(kind=t.kind, replayed=str(t.replayed).lower()).inc()
+    return _ORJSON({"data": [t.to_dict() for t in done]}, status_code=201)
+
+
+@router.get("/transfers/{transfer_id}", response_model=TransferOut, summary="A transfer and its status")
+async def get_transfer(transfer_id: int, who: Reader, conn: Conn) -> Response:
+    return _ORJSON((await Ledger(conn).get_transfer(transfer_id)).to_dict())
+
+
+@router.post("/transfers/{transfer_id}/post", response_model=TransferOut, summary="Post a pending transfer")
+async def post_transfer(
+    transfer_id: int, who: Writer, conn: Conn, key: Key, body: PostRequest | None = None
+) -> Response:
+    body = body or PostRequest()
+    t = await Ledger(conn, who.name).post(transfer_id, key, body.effective_at, body.amount)
+    return _transfer_response(t, 200)
+
+
+@router.post("/transfers/{transfer_id}/void", response_model=TransferOut, summary="Void a pending transfer")
+async def void_transfer(
+    transfer_id: int, who: Writer, conn: Conn, key: Key, body: VoidRequest | None = None
+) -> Response:
+    body = body or VoidRequest()
+    return _transfer_response(await Ledger(conn, who.name).void(transfer_id, key, body.reason), 200)
+
+
+@router.post("/transfers/{transfer_id}/reverse", status_code=201, response_model=TransferOut, summary="Reverse")
+async def reverse_transfer(
+    transfer_id: int, who: Writer, conn: Conn, key: Key, body: ReverseRequest | None = None
+) -> Response:
+    """Reverse a posted transfer with a new transfer of opposite postings; a transfer is reversed at most once."""
+    body = body or ReverseRequest()
+    t = await Ledger(conn, who.name).reverse(transfer_id, key, body.description, body.effective_at)
+    return _transfer_response(t)
+
+
+@router.get("/ledger/verify", response_model=VerifyOut, summary="Verify the chain, balances and trial balance")
+async def verify(who: Auditor, conn: Conn) -> dict[str, Any]:
+    """Recompute the sealed chain, every balance from its postings and the trial balance. Read-only: the
+    server seals new transfers in the background (`CCT_SEAL_INTERVAL_SECONDS`)."""
+    report = await audit.verify(conn)
+    metrics.VERIFY_PROBLEMS.set(len(report.problems))
+    return report.to_dict()
+
+
+@router.post("/ledger/seal", summary="Seal committed transfers into the audit chain now")
+async def seal(who: Admin, conn: Conn) -> dict[str, Any]:
+    result = await audit.seal(conn)
+    metrics.SEALED_TRANSFERS.inc(result.transfers)
+    return {"blocks": result.blocks, "transfers": result.transfers, "head": result.head}
+
+
+@router.post("/ledger/periods", status_code=201, summary="Close an accounting period")
+async def close_period(body: PeriodClose, who: Admin, conn: Conn) -> dict[str, Any]:
+    """Postings with an effective time in [starts_at, ends_at) are refused from now on (admin only)."""
+    await Ledger(conn, who.name).close_period(body.name, body.starts_at, body.ends_at)
+    return {"name": body.name, "starts_at": body.starts_at.isoformat(), "ends_at": body.ends_at.isoformat()}
+
+
+@router.get("/ledger/periods", summary="Closed accounting periods")
+async def periods(who: Reader, conn: Conn) -> dict[str, Any]:
+    rows = await Ledger(conn).closed_periods()
+    data = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+    return page(data, None)
