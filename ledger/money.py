@@ -52,7 +52,7 @@ def require_currency(currency: Any) -> str:
 
 
 def require_minor_units(value: Any, field: str = "amount", *, positive: bool = True) -> int:
-    """Return ``value`` if it is an ``int`` (not a bool, float or string), else raise.
+    """Return ``value`` if it is an ``int`` (not a bool, a binary fraction or a string), else raise.
 
     Args:
         value: the candidate amount.

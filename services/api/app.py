@@ -132,6 +132,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    if database is not None:
+        app.state.database = database  # usable without the lifespan (in-process tests, ASGI transports)
     problems.install(app)
     app.add_middleware(RequestContext)
 

@@ -1,0 +1,208 @@
+"""The ledger over HTTP: auth and roles, problem+json, idempotency, pagination."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.services.api.conftest import Api
+
+PROBLEM = "application/problem+json"
+
+
+async def _chart(api: Api) -> None:
+    h = api.auth("operator")
+    for body in (
+        {"code": "mef:treasury", "currency": "PEN", "normal_balance": "debit"},
+        {"code": "program:JUNTOS:fund", "currency": "PEN", "normal_balance": "credit", "no_overdraft": True, "hot": True},
+        {"code": "household:000001:savings", "currency": "PEN", "normal_balance": "credit", "no_overdraft": True},
+    ):
+        r = await api.client.post("/v1/accounts", json=body, headers=h)
+        assert r.status_code == 201, r.text
+
+
+def _pay(debit: str, credit: str, amount: Any, **extra: Any) -> dict[str, Any]:
+    return {"postings": [{"account": debit, "debit": amount}, {"account": credit, "credit": amount}], "currency": "PEN", **extra}
+
+
+async def test_auth_is_required_and_roles_are_enforced(api: Api) -> None:
+    r = await api.client.get("/v1/accounts")
+    assert r.status_code == 401
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["type"] == "urn:cct-ledger:problem:not-authenticated"
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = await api.client.get("/v1/accounts", headers={"Authorization": "Bearer cct_not-a-token"})
+    assert r.status_code == 401
+    body = {"code": "x:1", "currency": "PEN", "normal_balance": "debit"}
+    for role in ("auditor", "approver"):
+        r = await api.client.post("/v1/accounts", json=body, headers=api.auth(role))
+        assert r.status_code == 403, role
+        assert r.json()["type"] == "urn:cct-ledger:problem:forbidden"
+    r = await api.client.get("/v1/ledger/verify", headers=api.auth("operator"))
+    assert r.status_code == 403
+    for role in ("auditor", "admin"):
+        r = await api.client.get("/v1/ledger/verify", headers=api.auth(role))
+        assert r.status_code == 200
+        assert r.json()["ok"] is True
+
+
+async def test_transfer_lifecycle_records_the_acting_user(api: Api) -> None:
+    await _chart(api)
+    h = {**api.auth("operator"), "Idempotency-Key": "approp-1"}
+    r = await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 1_000_00), headers=h)
+    assert r.status_code == 201
+    assert r.json()["actor"] == "operator-user"
+    hold = await api.client.post(
+        "/v1/transfers",
+        json=_pay("program:JUNTOS:fund", "household:000001:savings", 200_00, pending=True),
+        headers={**api.auth("operator"), "Idempotency-Key": "hold-1"},
+    )
+    assert hold.json()["status"] == "pending"
+    bal = (await api.client.get("/v1/accounts/program:JUNTOS:fund/balance", headers=api.auth("auditor"))).json()
+    assert bal == {"posted": 1_000_00, "pending_debits": 200_00, "pending_credits": 0, "available": 800_00,
+                   "currency": "PEN", "version": 2}
+    tid = hold.json()["id"]
+    posted = await api.client.post(f"/v1/transfers/{tid}/post", headers={**api.auth("operator"), "Idempotency-Key": "p"})
+    assert posted.status_code == 200
+    assert posted.json()["status"] == "posted"
+    again = await api.client.post(f"/v1/transfers/{tid}/void", headers={**api.auth("operator"), "Idempotency-Key": "v"})
+    assert again.status_code == 409
+    assert again.json()["type"] == "urn:cct-ledger:problem:transfer-not-pending"
+    rev = await api.client.post(f"/v1/transfers/{tid}/reverse", json={"description": "error"},
+                                headers={**api.auth("admin"), "Idempotency-Key": "r"})
+    assert rev.status_code == 201
+    assert rev.json()["reverses_id"] == tid
+    got = (await api.client.get(f"/v1/transfers/{tid}", headers=api.auth("approver"))).json()
+    assert got["reversed_by"] == rev.json()["id"]
+
+
+async def test_replay_returns_the_same_body_and_reuse_is_a_conflict(api: Api) -> None:
+    await _chart(api)
+    h = {**api.auth("operator"), "Idempotency-Key": "same-key"}
+    first = await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 5_00), headers=h)
+    second = await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 5_00), headers=h)
+    assert second.status_code == 201
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.json() == first.json()
+    third = await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 6_00), headers=h)
+    assert third.status_code == 409
+    assert third.json()["type"] == "urn:cct-ledger:problem:idempotency-key-reused"
+
+
+async def test_concurrent_duplicates_make_one_transfer(api: Api) -> None:
+    await _chart(api)
+    h = {**api.auth("operator"), "Idempotency-Key": "race"}
+    body = _pay("mef:treasury", "program:JUNTOS:fund", 7_00)
+    results = await asyncio.gather(*(api.client.post("/v1/transfers", json=body, headers=h) for _ in range(12)))
+    assert {r.status_code for r in results} == {201}
+    assert len({r.json()["id"] for r in results}) == 1
+    bal = (await api.client.get("/v1/accounts/program:JUNTOS:fund", headers=api.auth("operator"))).json()
+    assert bal["balance"]["posted"] == 7_00
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (_pay("mef:treasury", "program:JUNTOS:fund", 1.5), "body.postings.0.debit"),
+        (_pay("mef:treasury", "program:JUNTOS:fund", "100"), "body.postings.0.debit"),
+        (_pay("mef:treasury", "program:JUNTOS:fund", True), "body.postings.0.debit"),
+        (_pay("mef:treasury", "program:JUNTOS:fund", -5), "body.postings.0.debit"),
+        ({"postings": [{"account": "mef:treasury", "debit": 5}], "currency": "PEN"}, "body.postings"),
+        ({**_pay("mef:treasury", "program:JUNTOS:fund", 5), "currency": "pen"}, "body.currency"),
+        ({**_pay("mef:treasury", "program:JUNTOS:fund", 5), "surprise": 1}, "body.surprise"),
+    ],
+)
+async def test_malformed_transfers_are_422_with_the_field(api: Api, body: dict[str, Any], field: str) -> None:
+    r = await api.client.post("/v1/transfers", json=body, headers={**api.auth("operator"), "Idempotency-Key": "m"})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == PROBLEM
+    problem = r.json()
+    assert problem["type"] == "urn:cct-ledger:problem:validation-error"
+    assert any(e["field"].startswith(field) for e in problem["errors"]), problem
+
+
+async def test_business_refusals(api: Api) -> None:
+    await _chart(api)
+    h = api.auth("operator")
+    r = await api.client.post("/v1/transfers", json=_pay("program:JUNTOS:fund", "household:000001:savings", 1_00),
+                              headers={**h, "Idempotency-Key": "a"})
+    assert r.status_code == 409
+    assert r.json()["type"] == "urn:cct-ledger:problem:insufficient-funds"
+    assert r.json()["account"] == "program:JUNTOS:fund"
+    unbalanced = {"postings": [{"account": "mef:treasury", "debit": 5}, {"account": "program:JUNTOS:fund", "credit": 4}],
+                  "currency": "PEN"}
+    r = await api.client.post("/v1/transfers", json=unbalanced, headers={**h, "Idempotency-Key": "b"})
+    assert r.status_code == 422
+    assert r.json()["type"] == "urn:cct-ledger:problem:invalid-transfer"
+    r = await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 5), headers=h)
+    assert r.status_code == 422
+    assert r.json()["type"] == "urn:cct-ledger:problem:idempotency-key-required"
+    r = await api.client.post("/v1/accounts", json={"code": "mef:treasury", "currency": "PEN", "normal_balance": "debit"},
+                              headers=h)
+    assert r.status_code == 409
+    assert r.json()["type"] == "urn:cct-ledger:problem:account-exists"
+    r = await api.client.get("/v1/accounts/nope", headers=h)
+    assert r.status_code == 404
+    assert r.json()["type"] == "urn:cct-ledger:problem:account-not-found"
+    r = await api.client.get("/v1/transfers/not-a-number", headers=h)
+    assert r.status_code == 422
+    r = await api.client.post("/v1/ledger/periods", json={"name": "2026-B1", "starts_at": "2026-01-01T00:00:00Z",
+                                                          "ends_at": "2026-03-01T00:00:00Z"}, headers=api.auth("admin"))
+    assert r.status_code == 201
+    late = _pay("mef:treasury", "program:JUNTOS:fund", 5, effective_at="2026-02-01T00:00:00Z")
+    r = await api.client.post("/v1/transfers", json=late, headers={**h, "Idempotency-Key": "late"})
+    assert r.status_code == 409
+    assert r.json()["type"] == "urn:cct-ledger:problem:period-closed"
+
+
+async def test_lists_are_paginated(api: Api) -> None:
+    await _chart(api)
+    h = api.auth("operator")
+    for i in range(5):
+        await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 100 + i),
+                              headers={**h, "Idempotency-Key": f"k{i}"})
+    seen, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await api.client.get("/v1/accounts/program:JUNTOS:fund/postings", params=params, headers=h)).json()
+        seen += [line["version"] for line in page["data"]]
+        assert page["has_more"] == (page["next_cursor"] is not None)
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == [5, 4, 3, 2, 1]
+    accounts = (await api.client.get("/v1/accounts", params={"limit": 2}, headers=h)).json()
+    assert len(accounts["data"]) == 2
+    assert accounts["has_more"] is True
+    bad = await api.client.get("/v1/accounts", params={"cursor": "garbage"}, headers=h)
+    assert bad.status_code == 422
+
+
+async def test_batch_all_or_nothing(api: Api) -> None:
+    await _chart(api)
+    h = api.auth("operator")
+    await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 100_00),
+                          headers={**h, "Idempotency-Key": "fund"})
+    items = [
+        {**_pay("program:JUNTOS:fund", "household:000001:savings", 60_00), "idempotency_key": "b1"},
+        {**_pay("program:JUNTOS:fund", "household:000001:savings", 60_00), "idempotency_key": "b2"},
+    ]
+    r = await api.client.post("/v1/transfers/batch", json={"transfers": items}, headers=h)
+    assert r.status_code == 409
+    bal = (await api.client.get("/v1/accounts/program:JUNTOS:fund/balance", headers=h)).json()
+    assert bal["posted"] == 100_00
+    r = await api.client.post("/v1/transfers/batch", json={"transfers": items[:1]}, headers=h)
+    assert r.status_code == 201
+    assert len(r.json()["data"]) == 1
+
+
+async def test_ops_endpoints(api: Api) -> None:
+    assert (await api.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await api.client.get("/readyz")).json() == {"status": "ready"}
+    metrics = await api.client.get("/metrics")
+    assert "cct_http_requests_total" in metrics.text
+    assert (await api.client.get("/openapi.json")).json()["info"]["title"] == "cct-ledger"
