@@ -98,6 +98,35 @@ _MAX_ID = 2**63 - 1
 _CANONICAL_SESSION = "set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'; set local work_mem = '64MB'"
 
 
+_HORIZON = """
+with s as (select pg_snapshot_xmax(pg_current_snapshot())::text::bigint as xmax,
+                  pg_snapshot_xmin(pg_current_snapshot())::text::bigint as xmin),
+     sees_all as (select coalesce((select rolsuper from pg_roles where rolname = current_user), false)
+                         or pg_has_role(current_user, 'pg_read_all_stats', 'member') as ok),
+     running as (select a.backend_xid::text::bigint as x from pg_stat_activity a
+                  where a.datname = current_database() and a.backend_xid is not null and a.pid <> pg_backend_pid())
+select case when (select ok from sees_all)
+            then least(s.xmax, (select min(((s.xmax >> 32) << 32) + r.x
+                                           - case when r.x > (s.xmax & 4294967295) then 4294967296 else 0 end)
+                                  from running r))
+            else s.xmin end
+  from s
+"""
+
+
+async def _horizon(conn: Connection) -> int:
+    """The oldest transaction of *this* database that may still write transfers.
+
+    Every transfer written by a transaction with an older id is final. Transactions of other databases
+    on the server do not hold sealing back (a long job elsewhere would otherwise stall it), but reading them
+    needs ``pg_read_all_stats`` (or superuser): without it, the server-wide snapshot horizon is used, which
+    is always safe.
+    """
+    await conn.execute("select pg_stat_clear_snapshot()")
+    value: int = await conn.fetchval(_HORIZON)
+    return value
+
+
 async def seal_block(conn: Connection, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
     """Seal the next block of final transfers; returns how many transfers it holds (0: nothing to seal).
 
@@ -113,7 +142,7 @@ async def seal_block(conn: Connection, block_size: int = DEFAULT_BLOCK_SIZE) -> 
         prev_txid, prev_id = (last["to_txid"], last["to_id"]) if last else (0, 0)
         prev_hash = bytes(last["block_hash"]) if last else GENESIS
         block_no = (last["block_no"] + 1) if last else 1
-        horizon = await conn.fetchval("select pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        horizon = await _horizon(conn)
         rows = await conn.fetch(
             """select id, txid::text::bigint as txid, digest, postings
                  from ledger.transfer_digests($1::text::xid8, $2, $3::text::xid8, $4, $5)""",

@@ -42,7 +42,7 @@ from ledger.errors import (
     TransferNotFound,
     TransferNotPending,
 )
-from ledger.models import Phase, TransferKind
+from ledger.models import AccountSpec, NormalBalance, Phase, TransferKind
 from ledger.money import require_currency, require_minor_units
 
 MAX_CHUNK = 200_000
@@ -533,3 +533,38 @@ async def void_expired(conn: Connection, now: datetime | None = None, limit: int
         return 0
     result = await bulk_resolve(conn, ids, key=None, post=False, reason="expired", actor="expiry-sweep")
     return sum(1 for i in result.transfer_ids if i is not None)
+
+
+async def ensure_accounts(
+    conn: Connection,
+    codes: Sequence[str],
+    *,
+    currency: str,
+    normal: NormalBalance,
+    no_overdraft: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> int:
+    """Open the accounts among ``codes`` that do not exist yet (set-based); returns how many were opened.
+
+    Existing accounts are left as they are, whatever their flags. Runs in the caller's transaction.
+    """
+    _require_transaction(conn)
+    require_currency(currency)
+    if not codes:
+        return 0
+    for code in codes[:1]:
+        AccountSpec(code, currency, normal)  # the code's format, checked once here and by the domain
+    await conn.execute(
+        "create temp table if not exists bulk_codes (code text not null) on commit delete rows; truncate bulk_codes"
+    )
+    await conn.copy_records_to_table("bulk_codes", records=[(c,) for c in codes], columns=["code"])
+    status: str = await conn.execute(
+        """insert into ledger.accounts (code, currency, normal_balance, no_overdraft, metadata)
+           select distinct code, $1::text, $2::smallint, $3::boolean, $4::jsonb from bulk_codes order by code
+           on conflict (code) do nothing""",
+        currency,
+        normal.sign,
+        no_overdraft,
+        metadata or {},
+    )
+    return int(status.rsplit(" ", 1)[-1])

@@ -395,13 +395,16 @@ class Ledger:
             transfer_id: the pending transfer.
             idempotency_key: the client's key.
             effective_at: business time of the post (default now).
-            amount: post only this much of a two-posting hold and release the rest (a partial post);
-                None posts everything.
+            amount: post only this much (> 0) of a two-posting hold and release the rest (a partial post);
+                None posts everything. To post nothing, void the transfer.
         """
         if amount is not None:
             require_minor_units(amount, "amount", positive=False)
-            if amount < 0:
-                raise InvalidTransfer(f"amount must not be negative, got {amount}", field="amount")
+            if amount <= 0:
+                raise InvalidTransfer(
+                    f"amount must be greater than zero, got {amount} (to post nothing, void the transfer)",
+                    field="amount",
+                )
         return await self._resolve(transfer_id, idempotency_key, True, effective_at, None, amount)
 
     async def void(self, transfer_id: int, idempotency_key: str | None, reason: str | None = None) -> Transfer:

@@ -128,11 +128,10 @@ class AccountSpec:
         if not isinstance(self.code, str) or not self.code or len(self.code) > 200:
             raise InvalidAccount("code must be a non-empty string of at most 200 characters", field="code")
         if not (self.code[0].isascii() and self.code[0].isalnum()) or not all(
-            c.isascii() and (c.isalnum() or c in "_.:@/-") for c in self.code
+            c.isascii() and (c.isalnum() or c in "_.:@-") for c in self.code
         ):
             raise InvalidAccount(
-                f"code {self.code!r} may hold only letters, digits and _ . : @ / - and must start with a "
-                "letter or digit",
+                f"code {self.code!r} may hold only letters, digits and _ . : @ - and must start with a letter or digit",
                 field="code",
             )
         require_currency(self.currency)

@@ -287,7 +287,7 @@ create function ledger.transfer_json(p_id bigint) returns jsonb
         'reverses_id', t.reverses_id,
         'resolved_by', (select r.id from ledger.transfers r where r.pending_id = t.id),
         'posted_amount', case when t.kind = 1 then (
-            select coalesce(sum(abs(q.amount)) filter (where q.phase = 2), 0) / 2
+            select (coalesce(sum(abs(q.amount)) filter (where q.phase = 2), 0) / 2)::bigint
               from ledger.transfers r join ledger.postings q on q.transfer_id = r.id
              where r.pending_id = t.id) end,
         'reversed_by', (select r.id from ledger.transfers r where r.reverses_id = t.id)
@@ -593,13 +593,15 @@ begin
     if p_post and p_amount is not null then
         -- partial post (two-posting holds): commit p_amount, release the rest
         v_held := abs(v_amounts[1]);
+        if p_amount = 0 then
+            raise exception 'posting 0 of transfer % would move nothing: void it instead', p_pending_id
+                using errcode = 'CL011';
+        end if;
         if cardinality(v_ids) <> 2 or p_amount < 0 or p_amount > v_held then
             raise exception 'partial post of transfer %: amount must be between 0 and % on a two-posting hold',
                 p_pending_id, v_held using errcode = 'CL011';
         end if;
-        if p_amount = 0 then
-            v_phases := array[3, 3]::smallint[];
-        elsif p_amount = v_held then
+        if p_amount = v_held then
             v_phases := array[2, 2]::smallint[];
         else
             v_ids := v_ids || v_ids;
@@ -662,9 +664,21 @@ begin
             using errcode = 'CL010', detail = jsonb_build_object('transfer', p_transfer_id,
                                                                  'status', 'reversed')::text;
     end if;
-    select array_agg(p.account_id order by p.leg), array_agg(-p.amount order by p.leg)
-      into v_ids, v_amounts
-      from ledger.postings p where p.transfer_id = t.id;
+    -- What the transfer moved: its own postings, or for a posted hold the committed part of its post.
+    if t.kind = 1 then
+        select array_agg(p.account_id order by p.leg), array_agg(-p.amount order by p.leg)
+          into v_ids, v_amounts
+          from ledger.transfers r join ledger.postings p on p.transfer_id = r.id
+         where r.pending_id = t.id and p.phase = 2;
+    else
+        select array_agg(p.account_id order by p.leg), array_agg(-p.amount order by p.leg)
+          into v_ids, v_amounts
+          from ledger.postings p where p.transfer_id = t.id;
+    end if;
+    if v_ids is null then
+        raise exception 'transfer % moved nothing, there is nothing to reverse', p_transfer_id
+            using errcode = 'CL010', detail = jsonb_build_object('transfer', p_transfer_id, 'status', v_status)::text;
+    end if;
     perform ledger.write_legs(v_id, v_ids, v_amounts, 0::smallint);
     v_response := ledger.transfer_json(v_id);
     if p_key is not null then
@@ -673,8 +687,8 @@ begin
     return v_response || '{"replayed": false}'::jsonb;
 end $$;
 
--- Creates many transfers in one transaction, all or nothing. The accounts of the whole batch are locked
--- first, in id order, so concurrent batches cannot deadlock on each other.
+-- Creates many transfers in one transaction, all or nothing. The keys and accounts of the whole batch are
+-- locked first, in the global order, so batches and single transfers cannot deadlock on each other.
 create function ledger.create_transfer_batch(p_items jsonb, p_actor text) returns jsonb
     language plpgsql as $$
 declare
@@ -682,9 +696,14 @@ declare
     v_item jsonb;
     v_out jsonb[] := '{}';
 begin
+    -- Lock order, the same as single transfers': idempotency keys first (sorted by lock id), then the
+    -- accounts in (hot, id) order.
+    perform pg_advisory_xact_lock(k)
+       from (select distinct hashtextextended(i ->> 'key', 7) as k from jsonb_array_elements(p_items) i
+              where i ->> 'key' is not null order by 1) keys;
     select array_agg(distinct c) into v_codes
       from jsonb_array_elements(p_items) i, jsonb_array_elements_text(i -> 'codes') c;
-    perform 1 from ledger.accounts where code = any(v_codes) order by id for update;
+    perform 1 from ledger.accounts where code = any(v_codes) order by hot, id for update;
     for v_item in select value from jsonb_array_elements(p_items) with ordinality e(value, o) order by o loop
         v_out := v_out || ledger.create_transfer(
             v_item ->> 'key',
