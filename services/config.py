@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         description="How long a verified API token is cached in a server process; a revoked "
         "token stops working within this time (at once in the process that revoked it).",
     )
+    run_concurrency: int = Field(default=8, ge=1, le=64, description="Bank requests in flight while a run executes.")
+    run_settle_group: int = Field(
+        default=50, ge=1, le=1000, description="Settled bank batches applied to the ledger per transaction."
+    )
+    run_poll_seconds: float = Field(
+        default=0.2, ge=0, description="Pause between polls of the bank when no batch settled."
+    )
     bank_url: str | None = Field(
         default=None,
         description="Base URL of the bank's API (e.g. http://127.0.0.1:8100). Required by "

@@ -62,7 +62,8 @@ async def _create_database(server_url: str) -> tuple[str, str]:
     name = f"cct_test_{os.getpid()}_{next(_counter)}"
     conn = await asyncpg.connect(server_url)
     try:
-        await conn.execute(f'create database "{name}" template "{TEMPLATE}"')
+        # file_copy clones a small database several times faster than the default WAL-logged copy.
+        await conn.execute(f'create database "{name}" template "{TEMPLATE}" strategy file_copy')
     finally:
         await conn.close()
     return name, _with_database(server_url, name)

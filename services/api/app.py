@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters.bank.factory import bank_from_settings
 from adapters.postgres import migrate
 from adapters.postgres.bootstrap import resolve_database_url
 from adapters.postgres.database import Database
@@ -27,6 +28,7 @@ from services.config import Settings, get_settings
 from services.ledgerapi import metrics as ledger_metrics
 from services.ledgerapi.api import router as ledger_router
 from services.logs import configure_logging
+from services.payments.api import router as payments_router
 
 log = structlog.get_logger(__name__)
 Router = Any
@@ -132,6 +134,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.bank_factory = lambda: bank_from_settings(settings)  # the bank runs are executed against
     if database is not None:
         app.state.database = database  # usable without the lifespan (in-process tests, ASGI transports)
     problems.install(app)
@@ -156,6 +159,7 @@ def create_app(
         return Response(body, media_type=content_type)
 
     app.include_router(ledger_router)
+    app.include_router(payments_router)
     for router in routers if routers is not None else _capability_routers():
         app.include_router(router)
     return app

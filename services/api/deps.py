@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 
 from adapters.postgres.database import Database
 from ledger.db import Connection
 from ledger.errors import AppError
 from services.auth.service import Principal, Role, authenticate, cached_principal
+
+Id = Annotated[int, Path(ge=1, le=2**63 - 1, description="A numeric id.")]
+"""A path id: a positive 64-bit integer (anything else is a 422, never a database error)."""
 
 
 class Pagination:

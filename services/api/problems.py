@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -70,6 +71,18 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), instance=request.url.path)
 
 
+async def data_error(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database cannot hold (a number out of range, a malformed text): bad input, not a crash."""
+    log.warning("api.data_error", path=request.url.path, error=type(exc).__name__)
+    return problem(
+        422,
+        "invalid-value",
+        "Invalid value",
+        "a value in the request is out of range or malformed",
+        instance=request.url.path,
+    )
+
+
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = request.headers.get("x-request-id", "")
     log.error("api.unexpected_error", path=request.url.path, error=type(exc).__name__, request_id=request_id)
@@ -87,4 +100,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(asyncpg.DataError, data_error)
     app.add_exception_handler(Exception, unexpected_error)

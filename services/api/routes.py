@@ -7,4 +7,7 @@ from typing import Any
 
 def routers() -> list[Any]:
     """Routers to mount, in order."""
-    return []
+    from services.programs.api import router as programs_router
+    from services.registry.api import router as registry_router
+
+    return [programs_router, registry_router]

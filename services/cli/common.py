@@ -37,8 +37,11 @@ USER_OPTION = typer.Option(
 
 
 def settings() -> Settings:
+    """The settings, with logging configured for a command line: events go to stderr; unless CCT_LOG_LEVEL is
+    set, only warnings and errors, so the output people read is not drowned by the events."""
     s = get_settings()
-    configure_logging(s.log_level, "console" if s.log_format == "auto" else s.log_format)
+    level = s.log_level if "CCT_LOG_LEVEL" in os.environ else "WARNING"
+    configure_logging(level, "console" if s.log_format == "auto" else s.log_format)
     return s
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import bank_sim, db, ledger_cmds, serve, tokens
+from services.cli import bank_sim, db, demo, ledger_cmds, programs_cmds, registry_cmds, runs_cmds, serve, tokens
 
 app = typer.Typer(
     name="cct-ledger",
@@ -15,6 +15,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("demo")(demo.demo)
 app.add_typer(db.app, name="db")
 app.command("serve")(serve.serve)
 app.add_typer(tokens.app, name="token")
@@ -23,7 +24,11 @@ app.add_typer(ledger_cmds.transfer, name="transfer")
 app.command("verify")(ledger_cmds.verify)
 app.command("seal")(ledger_cmds.seal)
 app.add_typer(ledger_cmds.periods, name="periods")
+app.add_typer(runs_cmds.app, name="runs")
 app.command("bank-sim")(bank_sim.bank_sim)
+app.add_typer(programs_cmds.app, name="programs")
+app.add_typer(registry_cmds.households, name="households")
+app.add_typer(registry_cmds.compliance, name="compliance")
 
 
 def main() -> None:

@@ -12,7 +12,9 @@ from ledger.models import AccountSpec, NormalBalance, PostingSpec, TransferReque
 
 
 def pay(debit: str, credit: str, amount: int, pending: bool = False) -> TransferRequest:
-    return TransferRequest((PostingSpec(debit, debit=amount), PostingSpec(credit, credit=amount)), "PEN", pending=pending)
+    return TransferRequest(
+        (PostingSpec(debit, debit=amount), PostingSpec(credit, credit=amount)), "PEN", pending=pending
+    )
 
 
 async def _history(conn: asyncpg.Connection, transfers: int = 12) -> Ledger:

@@ -70,7 +70,10 @@ async def test_appropriation_payment_and_balances(ledger: Ledger) -> None:
     assert treasury.posted == 1_000_00  # debit-normal: the state's asset went out as an appropriation
     lines, cursor = await ledger.statement(FUND)
     assert cursor is None
-    assert [(line.debit, line.credit, line.posted_after) for line in lines] == [(200_00, 0, 800_00), (0, 1_000_00, 1_000_00)]
+    assert [(line.debit, line.credit, line.posted_after) for line in lines] == [
+        (200_00, 0, 800_00),
+        (0, 1_000_00, 1_000_00),
+    ]
 
 
 async def test_overdraft_refused_names_the_account_and_changes_nothing(ledger: Ledger) -> None:
@@ -125,9 +128,21 @@ async def test_partial_post_commits_part_and_releases_the_rest(ledger: Ledger) -
     fund = await ledger.balance(FUND)
     assert (fund.posted, fund.pending_debits, fund.available) == (600_00, 0, 600_00)
     assert (await ledger.balance(HH1)).posted == 400_00
+    hold2 = await ledger.transfer(pay(FUND, HH1, 10_00, pending=True), "h2")
     with pytest.raises(InvalidTransfer):
-        hold2 = await ledger.transfer(pay(FUND, HH1, 10_00, pending=True), "h2")
         await ledger.post(hold2.id, "p2", amount=10_01)
+    with pytest.raises(InvalidTransfer, match="void"):
+        await ledger.post(hold2.id, "p3", amount=0)
+
+
+async def test_reversing_a_partly_posted_hold_reverses_what_it_moved(ledger: Ledger) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 1_000_00), "fund")
+    hold = await ledger.transfer(pay(FUND, HH1, 600_00, pending=True), "batch-hold")
+    await ledger.post(hold.id, "batch-post", amount=400_00)
+    reversal = await ledger.reverse(hold.id, "batch-reverse")
+    assert reversal.postings == ({"account": FUND, "credit": 400_00}, {"account": HH1, "debit": 400_00})
+    assert (await ledger.balance(FUND)).posted == 1_000_00
+    assert (await ledger.balance(HH1)).posted == 0
 
 
 async def test_expired_hold_cannot_be_posted_and_the_sweep_voids_it(ledger: Ledger, conn: asyncpg.Connection) -> None:

@@ -37,7 +37,17 @@ def server(db_url: str) -> Iterator[str]:
         "CCT_LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "services.api.app:create_app", "--factory", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "services.api.app:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -88,14 +98,17 @@ async def test_no_input_makes_a_server_error(server: str, db: Database) -> None:
                 response = client.request(
                     kwargs["method"],
                     kwargs["url"],
-                    headers={**headers, **{k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "authorization"}},
+                    headers={
+                        **headers,
+                        **{k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "authorization"},
+                    },
                     params=kwargs.get("params"),
                     content=kwargs.get("data") if isinstance(kwargs.get("data"), bytes | str) else None,
                     json=kwargs.get("json"),
                 )
                 seen[response.status_code] = seen.get(response.status_code, 0) + 1
                 if response.status_code >= 500:
-                    failures.append(f"{op.label}: {response.status_code} for {kwargs}")
+                    failures.append(f"{case.operation.label}: {response.status_code} for {kwargs}")
 
             probe()
         assert failures == []

@@ -16,7 +16,13 @@ async def _chart(api: Api) -> None:
     h = api.auth("operator")
     for body in (
         {"code": "mef:treasury", "currency": "PEN", "normal_balance": "debit"},
-        {"code": "program:JUNTOS:fund", "currency": "PEN", "normal_balance": "credit", "no_overdraft": True, "hot": True},
+        {
+            "code": "program:JUNTOS:fund",
+            "currency": "PEN",
+            "normal_balance": "credit",
+            "no_overdraft": True,
+            "hot": True,
+        },
         {"code": "household:000001:savings", "currency": "PEN", "normal_balance": "credit", "no_overdraft": True},
     ):
         r = await api.client.post("/v1/accounts", json=body, headers=h)
@@ -24,7 +30,11 @@ async def _chart(api: Api) -> None:
 
 
 def _pay(debit: str, credit: str, amount: Any, **extra: Any) -> dict[str, Any]:
-    return {"postings": [{"account": debit, "debit": amount}, {"account": credit, "credit": amount}], "currency": "PEN", **extra}
+    return {
+        "postings": [{"account": debit, "debit": amount}, {"account": credit, "credit": amount}],
+        "currency": "PEN",
+        **extra,
+    }
 
 
 async def test_auth_is_required_and_roles_are_enforced(api: Api) -> None:
@@ -61,17 +71,28 @@ async def test_transfer_lifecycle_records_the_acting_user(api: Api) -> None:
     )
     assert hold.json()["status"] == "pending"
     bal = (await api.client.get("/v1/accounts/program:JUNTOS:fund/balance", headers=api.auth("auditor"))).json()
-    assert bal == {"posted": 1_000_00, "pending_debits": 200_00, "pending_credits": 0, "available": 800_00,
-                   "currency": "PEN", "version": 2}
+    assert bal == {
+        "posted": 1_000_00,
+        "pending_debits": 200_00,
+        "pending_credits": 0,
+        "available": 800_00,
+        "currency": "PEN",
+        "version": 2,
+    }
     tid = hold.json()["id"]
-    posted = await api.client.post(f"/v1/transfers/{tid}/post", headers={**api.auth("operator"), "Idempotency-Key": "p"})
+    posted = await api.client.post(
+        f"/v1/transfers/{tid}/post", headers={**api.auth("operator"), "Idempotency-Key": "p"}
+    )
     assert posted.status_code == 200
     assert posted.json()["status"] == "posted"
     again = await api.client.post(f"/v1/transfers/{tid}/void", headers={**api.auth("operator"), "Idempotency-Key": "v"})
     assert again.status_code == 409
     assert again.json()["type"] == "urn:cct-ledger:problem:transfer-not-pending"
-    rev = await api.client.post(f"/v1/transfers/{tid}/reverse", json={"description": "error"},
-                                headers={**api.auth("admin"), "Idempotency-Key": "r"})
+    rev = await api.client.post(
+        f"/v1/transfers/{tid}/reverse",
+        json={"description": "error"},
+        headers={**api.auth("admin"), "Idempotency-Key": "r"},
+    )
     assert rev.status_code == 201
     assert rev.json()["reverses_id"] == tid
     got = (await api.client.get(f"/v1/transfers/{tid}", headers=api.auth("approver"))).json()
@@ -126,21 +147,27 @@ async def test_malformed_transfers_are_422_with_the_field(api: Api, body: dict[s
 async def test_business_refusals(api: Api) -> None:
     await _chart(api)
     h = api.auth("operator")
-    r = await api.client.post("/v1/transfers", json=_pay("program:JUNTOS:fund", "household:000001:savings", 1_00),
-                              headers={**h, "Idempotency-Key": "a"})
+    r = await api.client.post(
+        "/v1/transfers",
+        json=_pay("program:JUNTOS:fund", "household:000001:savings", 1_00),
+        headers={**h, "Idempotency-Key": "a"},
+    )
     assert r.status_code == 409
     assert r.json()["type"] == "urn:cct-ledger:problem:insufficient-funds"
     assert r.json()["account"] == "program:JUNTOS:fund"
-    unbalanced = {"postings": [{"account": "mef:treasury", "debit": 5}, {"account": "program:JUNTOS:fund", "credit": 4}],
-                  "currency": "PEN"}
+    unbalanced = {
+        "postings": [{"account": "mef:treasury", "debit": 5}, {"account": "program:JUNTOS:fund", "credit": 4}],
+        "currency": "PEN",
+    }
     r = await api.client.post("/v1/transfers", json=unbalanced, headers={**h, "Idempotency-Key": "b"})
     assert r.status_code == 422
     assert r.json()["type"] == "urn:cct-ledger:problem:invalid-transfer"
     r = await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 5), headers=h)
     assert r.status_code == 422
     assert r.json()["type"] == "urn:cct-ledger:problem:idempotency-key-required"
-    r = await api.client.post("/v1/accounts", json={"code": "mef:treasury", "currency": "PEN", "normal_balance": "debit"},
-                              headers=h)
+    r = await api.client.post(
+        "/v1/accounts", json={"code": "mef:treasury", "currency": "PEN", "normal_balance": "debit"}, headers=h
+    )
     assert r.status_code == 409
     assert r.json()["type"] == "urn:cct-ledger:problem:account-exists"
     r = await api.client.get("/v1/accounts/nope", headers=h)
@@ -148,8 +175,11 @@ async def test_business_refusals(api: Api) -> None:
     assert r.json()["type"] == "urn:cct-ledger:problem:account-not-found"
     r = await api.client.get("/v1/transfers/not-a-number", headers=h)
     assert r.status_code == 422
-    r = await api.client.post("/v1/ledger/periods", json={"name": "2026-B1", "starts_at": "2026-01-01T00:00:00Z",
-                                                          "ends_at": "2026-03-01T00:00:00Z"}, headers=api.auth("admin"))
+    r = await api.client.post(
+        "/v1/ledger/periods",
+        json={"name": "2026-B1", "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-03-01T00:00:00Z"},
+        headers=api.auth("admin"),
+    )
     assert r.status_code == 201
     late = _pay("mef:treasury", "program:JUNTOS:fund", 5, effective_at="2026-02-01T00:00:00Z")
     r = await api.client.post("/v1/transfers", json=late, headers={**h, "Idempotency-Key": "late"})
@@ -161,8 +191,11 @@ async def test_lists_are_paginated(api: Api) -> None:
     await _chart(api)
     h = api.auth("operator")
     for i in range(5):
-        await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 100 + i),
-                              headers={**h, "Idempotency-Key": f"k{i}"})
+        await api.client.post(
+            "/v1/transfers",
+            json=_pay("mef:treasury", "program:JUNTOS:fund", 100 + i),
+            headers={**h, "Idempotency-Key": f"k{i}"},
+        )
     seen, cursor = [], None
     while True:
         params: dict[str, Any] = {"limit": 2}
@@ -185,8 +218,11 @@ async def test_lists_are_paginated(api: Api) -> None:
 async def test_batch_all_or_nothing(api: Api) -> None:
     await _chart(api)
     h = api.auth("operator")
-    await api.client.post("/v1/transfers", json=_pay("mef:treasury", "program:JUNTOS:fund", 100_00),
-                          headers={**h, "Idempotency-Key": "fund"})
+    await api.client.post(
+        "/v1/transfers",
+        json=_pay("mef:treasury", "program:JUNTOS:fund", 100_00),
+        headers={**h, "Idempotency-Key": "fund"},
+    )
     items = [
         {**_pay("program:JUNTOS:fund", "household:000001:savings", 60_00), "idempotency_key": "b1"},
         {**_pay("program:JUNTOS:fund", "household:000001:savings", 60_00), "idempotency_key": "b2"},

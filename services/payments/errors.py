@@ -1,0 +1,73 @@
+"""The payment runs' named conditions."""
+
+from __future__ import annotations
+
+from ledger.errors import AppError, ErrorKind
+
+
+class PaymentError(AppError):
+    type = "payment-error"
+    title = "Payment run error"
+
+
+class RunNotFound(PaymentError):
+    type = "run-not-found"
+    title = "Payment run not found"
+    kind = ErrorKind.NOT_FOUND
+
+
+class RunExists(PaymentError):
+    type = "run-exists"
+    title = "A run for this program and period exists"
+    kind = ErrorKind.CONFLICT
+
+
+class RunStateError(PaymentError):
+    """The run is not in a state that allows this step (e.g. executing an unapproved run)."""
+
+    type = "run-state"
+    title = "Payment run is not in the right state"
+    kind = ErrorKind.CONFLICT
+
+
+class RunNotApproved(RunStateError):
+    type = "run-not-approved"
+    title = "Payment run not approved"
+
+
+class MakerChecker(PaymentError):
+    """The approver is the person who created the run."""
+
+    type = "maker-checker"
+    title = "A run must be approved by someone other than its maker"
+    kind = ErrorKind.FORBIDDEN
+
+
+class RunNotFunded(PaymentError):
+    """The program's fund cannot cover the run."""
+
+    type = "run-not-funded"
+    title = "The program's fund cannot cover the run"
+    kind = ErrorKind.CONFLICT
+
+
+class BankNotConfigured(PaymentError):
+    type = "bank-not-configured"
+    title = "No bank configured"
+    kind = ErrorKind.UNAVAILABLE
+
+
+class RunBusy(PaymentError):
+    """Another process is executing the run right now."""
+
+    type = "run-busy"
+    title = "Run is being executed elsewhere"
+    kind = ErrorKind.CONFLICT
+
+
+class RunIncident(PaymentError):
+    """The bank reported something that contradicts our records; the batch is held for a person to look at."""
+
+    type = "run-incident"
+    title = "Payment run incident"
+    kind = ErrorKind.CONFLICT

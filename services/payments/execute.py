@@ -1,0 +1,550 @@
+"""Executing a payment run exactly once, through crashes and bank faults.
+
+Every step is recorded in the database before anything leaves the process, and ``execute`` (or
+``resume``: the same thing) reads those records and continues each batch from where it is; it never trusts
+memory:
+
+1. **Hold** (one transaction): for every *planned* batch, a pending ledger transfer moves the batch total
+   from the program fund to its in-transit account (bulk path, one chunk key per run); batches become
+   *held*. The fund's ``no_overdraft`` guard refuses a run it cannot cover.
+2. **Submit**: a batch is marked *submitting* (attempt + 1) and committed, then sent with control totals
+   and the idempotency key ``run:<run>:batch:<n>``. An unknown outcome (timeout after sending) is resolved
+   by looking the batch up by our reference and resending only if the bank never saw it, with the same key
+   and the same content (``submit_or_recover``). The acknowledgement makes it *acknowledged*.
+3. **Settle**: acknowledged batches are polled; when a batch is settled its items are checked against our
+   snapshot (every reference ours, once, with our amount; contradictions are incidents that keep the batch
+   open) and applied, several batches per transaction: each batch's hold is posted for exactly the credited
+   total (the rest is released to the fund), the credited items move from in-transit to each household's
+   savings account (bulk path), the payments record their outcome (final; a trigger refuses to change it),
+   rejected payments release their entitlements to accrue again, and the batch is *closed*.
+
+A session advisory lock makes a second executor of the same run wait; the states above make even two
+executors safe, and every ledger write has a key derived from the run, so a replay changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from ledger import bulk
+from ledger.db import Connection
+from ledger.engine import Ledger
+from ledger.errors import InsufficientFunds
+from ledger.models import NormalBalance
+from services.db import DatabasePort
+from services.payments import repository as repo
+from services.payments.errors import RunBusy, RunIncident, RunNotApproved, RunNotFunded, RunStateError
+from services.payments.programs_link import program_context
+from services.ports.bank import (
+    BankAmbiguousError,
+    BankPermanentError,
+    BankPort,
+    BankRetryableError,
+    Batch,
+    BatchItem,
+    BatchStatus,
+    CreditBatch,
+    ItemResult,
+    ItemStatus,
+    submit_or_recover,
+)
+
+log = structlog.get_logger(__name__)
+_LOCK_CLASS = 0x5041  # advisory lock namespace of payment runs
+
+
+class Progress(Protocol):
+    """Where an executor reports progress (the CLI shows bars; tests and the API ignore it)."""
+
+    def start(self, phase: str, total: int) -> None: ...
+
+    def advance(self, phase: str, amount: int = 1) -> None: ...
+
+
+class NoProgress:
+    def start(self, phase: str, total: int) -> None:
+        return None
+
+    def advance(self, phase: str, amount: int = 1) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class ExecuteOptions:
+    """Tuning of an execution.
+
+    Attributes:
+        concurrency: bank requests in flight (batch submissions or lookups).
+        settle_group: settled batches applied per ledger transaction.
+        poll_interval: seconds to wait between polling rounds that found nothing settled.
+        settle_timeout: stop waiting for the bank after this many seconds (resume later).
+        submit_rounds: passes over unsubmitted batches before giving up for now.
+        lock_wait: seconds to wait for another executor of the same run.
+    """
+
+    concurrency: int = 8
+    settle_group: int = 50
+    poll_interval: float = 0.2
+    settle_timeout: float = 3600.0
+    submit_rounds: int = 6
+    lock_wait: float = 600.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ExecuteOptions:
+        """Options from ``CCT_RUN_*`` settings."""
+        return cls(
+            concurrency=settings.run_concurrency,
+            settle_group=settings.run_settle_group,
+            poll_interval=settings.run_poll_seconds,
+        )
+
+
+@dataclass
+class _Settled:
+    batch: dict[str, Any]
+    bank: Batch
+    items: list[ItemResult] = field(default_factory=list)
+
+
+class RunExecutor:
+    """Executes (or resumes) one approved run.
+
+    Args:
+        db: pooled connections and units of work.
+        bank: the bank port.
+        run_id: the run.
+        actor: who executes (recorded).
+        progress: progress sink.
+        options: tuning.
+    """
+
+    def __init__(
+        self,
+        db: DatabasePort,
+        bank: BankPort,
+        run_id: int,
+        actor: str,
+        progress: Progress | None = None,
+        options: ExecuteOptions | None = None,
+    ) -> None:
+        self.db = db
+        self.bank = bank
+        self.run_id = run_id
+        self.actor = actor
+        self.progress = progress or NoProgress()
+        self.options = options or ExecuteOptions()
+        self.log = log.bind(run=run_id)
+
+    async def execute(self) -> dict[str, Any]:
+        """Run every remaining step; returns the run. Safe to call again at any time (it resumes)."""
+        async with self.db.connection() as lock_conn:
+            await self._lock(lock_conn)
+            try:
+                run = await self._start()
+                if run["status"] in ("settled", "closed"):
+                    return run
+                await self._hold(run)
+                await self._submit_all(run)
+                await self._settle_all(run)
+                return await self._finish()
+            finally:
+                await lock_conn.execute("select pg_advisory_unlock($1, $2)", _LOCK_CLASS, self.run_id)
+
+    # ------------------------------------------------------------------------------------------- steps
+    async def _lock(self, conn: Connection) -> None:
+        deadline = time.monotonic() + self.options.lock_wait
+        while not await conn.fetchval("select pg_try_advisory_lock($1, $2)", _LOCK_CLASS, self.run_id):
+            if time.monotonic() > deadline:
+                raise RunBusy(
+                    f"run {self.run_id} is being executed by another process; try again later", run=self.run_id
+                )
+            await asyncio.sleep(0.2)
+
+    async def _start(self) -> dict[str, Any]:
+        async with self.db.unit_of_work() as conn:
+            run = await repo.lock_run(conn, self.run_id)
+            if run["status"] == "created":
+                raise RunNotApproved(
+                    f"run {self.run_id} is not approved yet; an approver must run "
+                    f"`cct-ledger runs approve {self.run_id}`",
+                    run=self.run_id,
+                )
+            if run["status"] == "approved":
+                await conn.execute(
+                    """update payments.runs set status = 'executing', executed_by = $2,
+                              execution_started_at = clock_timestamp() where id = $1""",
+                    self.run_id,
+                    self.actor,
+                )
+                await repo.event(conn, self.run_id, self.actor, "execution_started", {})
+                run["status"] = "executing"
+            elif run["status"] == "executing":
+                await repo.event(conn, self.run_id, self.actor, "execution_resumed", {})
+            return run
+
+    async def _hold(self, run: dict[str, Any]) -> None:
+        async with self.db.unit_of_work() as conn:
+            planned = await conn.fetch(
+                """select batch_no, total from payments.batches where run_id = $1 and status = 'planned'
+                    order by batch_no for update""",
+                self.run_id,
+            )
+            if not planned:
+                return
+            ctx = await program_context(conn, run["program"], run["period"])
+            accounts = await Ledger(conn).get_accounts([ctx.fund_account, ctx.in_transit_account])
+            fund, transit = accounts[ctx.fund_account].id, accounts[ctx.in_transit_account].id
+            self.progress.start("hold", len(planned))
+            try:
+                result = await bulk.bulk_transfer(
+                    conn,
+                    [bulk.BulkTransfer(fund, transit, r["total"]) for r in planned],
+                    key=f"run:{self.run_id}:holds",
+                    currency=run["currency"],
+                    pending=True,
+                    description=f"{run['program']} {run['period']} run {self.run_id}: batch hold",
+                    actor=self.actor,
+                )
+            except InsufficientFunds as e:
+                raise RunNotFunded(
+                    f"run {self.run_id}: {ctx.fund_account} cannot hold the run ({e.detail}); record an appropriation "
+                    "and execute again",
+                    run=self.run_id,
+                ) from e
+            await conn.execute(
+                """update payments.batches b set hold_transfer_id = h.transfer_id, status = 'held'
+                     from unnest($2::int[], $3::bigint[]) as h(batch_no, transfer_id)
+                    where b.run_id = $1 and b.batch_no = h.batch_no""",
+                self.run_id,
+                [r["batch_no"] for r in planned],
+                result.transfer_ids,
+            )
+            await repo.event(conn, self.run_id, self.actor, "held", {"batches": len(planned)})
+            self.progress.advance("hold", len(planned))
+
+    async def _submit_all(self, run: dict[str, Any]) -> None:
+        todo = [b["batch_no"] for b in await self._batches(("held", "submitting"))]
+        total = run["batches_count"]
+        self.progress.start("submit", total)
+        self.progress.advance("submit", total - len(todo))
+        gate = asyncio.Semaphore(self.options.concurrency)
+        for round_no in range(self.options.submit_rounds):
+            if not todo:
+                return
+
+            async def one(batch_no: int) -> int | None:
+                async with gate:
+                    ok = await self._submit(batch_no)
+                if ok:
+                    self.progress.advance("submit")
+                    return None
+                return batch_no
+
+            results = await asyncio.gather(*(one(n) for n in todo))
+            todo = [n for n in results if n is not None]
+            if todo:
+                await asyncio.sleep(min(0.5 * 2**round_no, 10.0))
+        if todo:
+            raise RunStateError(
+                f"run {self.run_id}: {len(todo)} batch(es) could not be submitted (the bank is unavailable or the "
+                f"outcome is unknown); nothing is lost: run `cct-ledger runs resume {self.run_id}` later",
+                run=self.run_id,
+                batches=todo[:20],
+            )
+
+    async def _submit(self, batch_no: int) -> bool:
+        async with self.db.unit_of_work() as conn:
+            batch = await conn.fetchrow(
+                """update payments.batches set status = 'submitting', attempts = attempts + 1,
+                          submitted_at = coalesce(submitted_at, clock_timestamp())
+                    where run_id = $1 and batch_no = $2 and status in ('held', 'submitting')
+                returning reference, idempotency_key, item_count, total""",
+                self.run_id,
+                batch_no,
+            )
+            if batch is None:
+                return True  # acknowledged meanwhile
+            payments = await repo.batch_payments(conn, self.run_id, batch_no)
+        credit_batch = _credit_batch(self.run_id, batch["reference"], payments)
+        if (credit_batch.control_count, credit_batch.control_amount) != (batch["item_count"], batch["total"]):
+            raise RunIncident(f"run {self.run_id} batch {batch_no}: snapshot totals changed", run=self.run_id)
+        try:
+            ack = await submit_or_recover(self.bank, credit_batch, idempotency_key=batch["idempotency_key"])
+        except (BankAmbiguousError, BankRetryableError) as e:
+            self.log.warning("run.submit_deferred", batch=batch_no, error=e.type)
+            return False
+        except BankPermanentError as e:
+            async with self.db.unit_of_work() as conn:
+                await repo.incident(
+                    conn, self.run_id, "submit_refused", {"error": e.type, "detail": e.detail}, batch_no
+                )
+            raise RunIncident(
+                f"run {self.run_id} batch {batch_no}: the bank refused the batch ({e.detail}); see "
+                f"`cct-ledger runs show "
+                f"{self.run_id}`",
+                run=self.run_id,
+            ) from e
+        async with self.db.unit_of_work() as conn:
+            await conn.execute(
+                """update payments.batches set status = 'acknowledged', bank_batch_id = $3,
+                          acknowledged_at = clock_timestamp()
+                    where run_id = $1 and batch_no = $2 and status = 'submitting'""",
+                self.run_id,
+                batch_no,
+                ack.id,
+            )
+        return True
+
+    async def _settle_all(self, run: dict[str, Any]) -> None:
+        pending = await self._batches(("acknowledged",))
+        self.progress.start("settle", run["payments_count"])
+        self.progress.advance("settle", await self._settled_items())
+        deadline = time.monotonic() + self.options.settle_timeout
+        gate = asyncio.Semaphore(self.options.concurrency)
+        while pending:
+
+            async def look(batch: dict[str, Any]) -> _Settled | None:
+                async with gate:
+                    try:
+                        found = await self.bank.get_batch(batch["bank_batch_id"])
+                        if found.status is not BatchStatus.SETTLED:
+                            return None
+                        items = [i async for i in self.bank.iter_batch_items(found.id)]
+                    except BankRetryableError as e:
+                        self.log.warning("run.poll_failed", batch=batch["batch_no"], error=e.type)
+                        return None
+                return _Settled(batch, found, items)
+
+            # Apply as results arrive, a group at a time, while the other lookups are still in flight.
+            applied: set[int] = set()
+            found = 0
+            buffer: list[_Settled] = []
+            for next_done in asyncio.as_completed([look(b) for b in pending]):
+                settled = await next_done
+                if settled is None:
+                    continue
+                found += 1
+                buffer.append(settled)
+                if len(buffer) >= self.options.settle_group:
+                    applied |= await self._apply(run, buffer)
+                    buffer = []
+            if buffer:
+                applied |= await self._apply(run, buffer)
+            pending = [b for b in pending if b["batch_no"] not in applied]
+            if pending:
+                if time.monotonic() > deadline:
+                    raise RunStateError(
+                        f"run {self.run_id}: {len(pending)} batch(es) not settled by the bank yet; run "
+                        f"`cct-ledger runs resume {self.run_id}` later",
+                        run=self.run_id,
+                    )
+                if not found:
+                    await asyncio.sleep(self.options.poll_interval)
+
+    async def _apply(self, run: dict[str, Any], group: list[_Settled]) -> set[int]:
+        """Apply settled batches in one transaction; returns the batch numbers closed."""
+        checked: list[tuple[_Settled, dict[int, ItemResult]]] = []
+        async with self.db.connection() as conn:
+            for s in group:
+                by_payment = await self._check(conn, s)
+                if by_payment is not None:
+                    checked.append((s, by_payment))
+        if not checked:
+            return set()
+        async with self.db.unit_of_work() as conn:
+            ctx = await program_context(conn, run["program"], run["period"])
+            led = Ledger(conn, self.actor)
+            numbers = [s.batch["batch_no"] for s, _ in checked]
+            still_open = {
+                r["batch_no"]
+                for r in await conn.fetch(
+                    """select batch_no from payments.batches where run_id = $1 and batch_no = any($2)
+                        and status = 'acknowledged' for update""",
+                    self.run_id,
+                    numbers,
+                )
+            }
+            checked = [(s, m) for s, m in checked if s.batch["batch_no"] in still_open]
+            if not checked:
+                return set(numbers)
+            credited_ids: list[int] = []
+            credited_amounts: list[int] = []
+            credited_households: list[str] = []
+            outcome_ids: list[int] = []
+            outcome_status: list[str] = []
+            outcome_reason: list[str | None] = []
+            outcome_item: list[str] = []
+            totals: list[tuple[int, int, int, int, int]] = []
+            for s, by_payment in checked:
+                credited_n = credited_sum = rejected_n = rejected_sum = 0
+                payments = await repo.batch_payments(conn, self.run_id, s.batch["batch_no"])
+                for p in payments:
+                    item = by_payment[p["id"]]
+                    outcome_ids.append(p["id"])
+                    outcome_status.append(item.status.value)
+                    outcome_reason.append(item.reason.value if item.reason else None)
+                    outcome_item.append(item.id)
+                    if item.status is ItemStatus.CREDITED:
+                        credited_ids.append(p["id"])
+                        credited_amounts.append(p["amount"])
+                        credited_households.append(p["household_id"])
+                        credited_n += 1
+                        credited_sum += p["amount"]
+                    else:
+                        rejected_n += 1
+                        rejected_sum += p["amount"]
+                totals.append((s.batch["batch_no"], credited_n, credited_sum, rejected_n, rejected_sum))
+                hold, n = s.batch["hold_transfer_id"], s.batch["batch_no"]
+                if credited_sum > 0:
+                    await led.post(hold, f"run:{self.run_id}:batch:{n}:post", amount=credited_sum)
+                else:
+                    await led.void(hold, f"run:{self.run_id}:batch:{n}:void", reason="every item rejected")
+            transfer_ids: list[int | None] = []
+            if credited_ids:
+                codes = [household_account(h) for h in credited_households]
+                await bulk.ensure_accounts(
+                    conn, codes, currency=run["currency"], normal=NormalBalance.CREDIT, no_overdraft=True
+                )
+                ids = dict(await conn.fetch("select code, id from ledger.accounts where code = any($1::text[])", codes))
+                transit = (await led.get_account(ctx.in_transit_account)).id
+                result = await bulk.bulk_transfer(
+                    conn,
+                    [bulk.BulkTransfer(transit, ids[c], a) for c, a in zip(codes, credited_amounts, strict=True)],
+                    key=f"run:{self.run_id}:credit:{numbers[0]}-{numbers[-1]}:{len(credited_ids)}",
+                    currency=run["currency"],
+                    description=f"{run['program']} {run['period']}",
+                    actor=self.actor,
+                )
+                transfer_ids = result.transfer_ids
+            by_credit = dict(zip(credited_ids, transfer_ids, strict=True))
+            await conn.execute(
+                """update payments.payments p
+                      set status = o.status, reason = o.reason, bank_item_id = o.item_id,
+                          ledger_transfer_id = o.transfer_id, settled_at = clock_timestamp()
+                     from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+                          as o(id, status, reason, item_id, transfer_id)
+                    where p.id = o.id and p.status = 'snapshotted'""",
+                outcome_ids,
+                outcome_status,
+                outcome_reason,
+                outcome_item,
+                [by_credit.get(i) for i in outcome_ids],
+            )
+            rejected = [i for i, st in zip(outcome_ids, outcome_status, strict=True) if st == ItemStatus.REJECTED.value]
+            if rejected:
+                await conn.execute(
+                    "update payments.entitlements set payment_id = null where payment_id = any($1::bigint[])", rejected
+                )
+            await conn.execute(
+                """update payments.batches b set status = 'closed', closed_at = clock_timestamp(),
+                          credited_count = t.cn, credited_total = t.cs, rejected_count = t.rn, rejected_total = t.rs
+                     from unnest($2::int[], $3::int[], $4::bigint[], $5::int[], $6::bigint[]) as t(n, cn, cs, rn, rs)
+                    where b.run_id = $1 and b.batch_no = t.n""",
+                self.run_id,
+                *[list(col) for col in zip(*totals, strict=True)],
+            )
+        self.progress.advance("settle", len(outcome_ids))
+        return {s.batch["batch_no"] for s, _ in checked}
+
+    async def _check(self, conn: Connection, s: _Settled) -> dict[int, ItemResult] | None:
+        """Match the bank's items with our snapshot; a contradiction is recorded as an incident."""
+        payments = {p["id"]: p for p in await repo.batch_payments(conn, self.run_id, s.batch["batch_no"])}
+        by_payment: dict[int, ItemResult] = {}
+        problems: list[dict[str, Any]] = []
+        for item in s.items:
+            pid = repo.parse_payment_reference(self.run_id, item.reference)
+            if pid is None or pid not in payments:
+                problems.append({"reference": item.reference, "problem": "not a payment of this batch"})
+            elif pid in by_payment and by_payment[pid].id != item.id:
+                problems.append({"reference": item.reference, "problem": "reported twice with different items"})
+            elif item.amount != payments[pid]["amount"]:
+                problems.append(
+                    {"reference": item.reference, "problem": f"amount {item.amount} != {payments[pid]['amount']}"}
+                )
+            elif not item.status.is_final:
+                problems.append({"reference": item.reference, "problem": "still pending in a settled batch"})
+            else:
+                by_payment[pid] = item
+        missing = sorted(set(payments) - set(by_payment))
+        if missing and not problems:
+            problems.append(
+                {"problem": f"{len(missing)} payment(s) missing from the bank's items", "first": missing[:5]}
+            )
+        if not problems:
+            return by_payment
+        async with self.db.unit_of_work() as c:
+            await repo.incident(c, self.run_id, "settlement_mismatch", {"problems": problems[:50]}, s.batch["batch_no"])
+        self.log.error("run.incident", batch=s.batch["batch_no"], problems=len(problems))
+        return None
+
+    async def _finish(self) -> dict[str, Any]:
+        async with self.db.unit_of_work() as conn:
+            run = await repo.lock_run(conn, self.run_id)
+            open_batches = await conn.fetchval(
+                "select count(*) from payments.batches where run_id = $1 and status <> 'closed'", self.run_id
+            )
+            if open_batches == 0 and run["status"] == "executing":
+                summary = await conn.fetchrow(
+                    """select count(*) filter (where status = 'credited') as credited,
+                              coalesce(sum(amount) filter (where status = 'credited'), 0)::bigint as credited_total,
+                              count(*) filter (where status = 'rejected') as rejected
+                         from payments.payments where run_id = $1""",
+                    self.run_id,
+                )
+                assert summary is not None
+                await conn.execute(
+                    "update payments.runs set status = 'settled', settled_at = clock_timestamp() where id = $1",
+                    self.run_id,
+                )
+                await repo.event(conn, self.run_id, self.actor, "settled", dict(summary))
+            return await repo.get_run(conn, self.run_id)
+
+    # ----------------------------------------------------------------------------------------- helpers
+    async def _batches(self, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+        async with self.db.connection() as conn:
+            return await repo.batches(conn, self.run_id, statuses)
+
+    async def _settled_items(self) -> int:
+        async with self.db.connection() as conn:
+            n: int = await conn.fetchval(
+                "select coalesce(sum(item_count), 0)::bigint from payments.batches "
+                "where run_id = $1 and status = 'closed'",
+                self.run_id,
+            )
+            return n
+
+
+def household_account(household_id: str) -> str:
+    """The ledger account of a household's savings: ``household:<id>:savings``."""
+    return f"household:{household_id}:savings"
+
+
+def _credit_batch(run_id: int, reference: str, payments: Sequence[dict[str, Any]]) -> CreditBatch:
+    """The batch as sent: built from the snapshot, so a resend carries exactly the same content.
+
+    The snapshot was validated when the registry was imported (DNI and CCI check digits), so the models are
+    constructed without validating each item again.
+    """
+    items = [
+        BatchItem.model_construct(
+            reference=repo.payment_reference(run_id, p["id"]),
+            dni=p["dni"],
+            amount=p["amount"],
+            account_number=None,
+            cci=p["cci"],
+        )
+        for p in payments
+    ]
+    return CreditBatch.model_construct(
+        reference=reference,
+        control_count=len(items),
+        control_amount=sum(p["amount"] for p in payments),
+        items=items,
+        description=None,
+    )

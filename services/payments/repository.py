@@ -1,0 +1,245 @@
+"""Every query of the payment runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.db import Connection
+from services.payments.errors import RunIncident, RunNotFound
+
+RUN_COLUMNS = """id, program, period, status, currency, rule_version, batch_size, payments_count, payments_total,
+    accrued_count, accrued_total, exclusions, batches_count, created_by, created_at, approved_by, approved_at,
+    executed_by, execution_started_at, settled_at, closed_by, closed_at"""
+
+
+def payment_reference(run_id: int, payment_id: int) -> str:
+    """Our stable reference of a payment at the bank."""
+    return f"R{run_id}-P{payment_id}"
+
+
+def parse_payment_reference(run_id: int, reference: str) -> int | None:
+    """The payment id inside a reference of this run, or None when it is not one of ours."""
+    prefix = f"R{run_id}-P"
+    if not reference.startswith(prefix) or not reference[len(prefix) :].isdigit():
+        return None
+    return int(reference[len(prefix) :])
+
+
+def batch_reference(run_id: int, batch_no: int) -> str:
+    return f"R{run_id}-B{batch_no:05d}"
+
+
+def batch_key(run_id: int, batch_no: int) -> str:
+    """The batch's idempotency key at the bank: derived from the run and batch number, never the clock."""
+    return f"run:{run_id}:batch:{batch_no}"
+
+
+async def get_run(conn: Connection, run_id: int) -> dict[str, Any]:
+    row = await conn.fetchrow(f"select {RUN_COLUMNS} from payments.runs where id = $1", run_id)
+    if row is None:
+        raise RunNotFound(f"payment run {run_id} not found; list runs with `cct-ledger runs list`", run=run_id)
+    return dict(row)
+
+
+async def lock_run(conn: Connection, run_id: int) -> dict[str, Any]:
+    row = await conn.fetchrow(f"select {RUN_COLUMNS} from payments.runs where id = $1 for update", run_id)
+    if row is None:
+        raise RunNotFound(f"payment run {run_id} not found; list runs with `cct-ledger runs list`", run=run_id)
+    return dict(row)
+
+
+async def list_runs(conn: Connection, *, program: str | None, limit: int, before: int | None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""select {RUN_COLUMNS} from payments.runs
+             where ($1::text is null or program = $1) and ($2::bigint is null or id < $2)
+             order by id desc limit $3""",
+        program,
+        before,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def event(conn: Connection, run_id: int, actor: str, name: str, detail: dict[str, Any]) -> None:
+    await conn.execute(
+        "insert into payments.run_events (run_id, actor, event, detail) values ($1, $2, $3, $4)",
+        run_id,
+        actor,
+        name,
+        detail,
+    )
+
+
+async def events(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "select at, actor, event, detail from payments.run_events where run_id = $1 order by id", run_id
+    )
+    return [dict(r) for r in rows]
+
+
+async def count_exclusions(conn: Connection, program: str, period: str) -> dict[str, dict[str, int]]:
+    """Households left out of the period, by reason (from the computed entitlements)."""
+    rows = await conn.fetch(
+        """select coalesce(r.exclusion, 'already_paid') as reason, count(*) as n
+             from run_entitlements r
+            where r.exclusion is not null
+               or exists (select 1 from payments.entitlements e
+                           where e.program = $1 and e.household_id = r.household_id and e.period = $2)
+            group by 1""",
+        program,
+        period,
+    )
+    return {r["reason"]: {"count": r["n"], "total": 0} for r in rows}
+
+
+async def insert_payments(conn: Connection, run_id: int, program: str, period: str, batch_size: int) -> None:
+    """One payment per household with a usable account: this period plus everything accrued before."""
+    await conn.execute(
+        """with cur as (
+               select r.household_id, r.amount, r.breakdown from run_entitlements r
+                where r.exclusion is null and r.amount > 0
+                  and not exists (select 1 from payments.entitlements e
+                                   where e.program = $2 and e.household_id = r.household_id and e.period = $3)),
+           older as (
+               select e.household_id, sum(e.amount)::bigint as amount,
+                      jsonb_object_agg(e.period, e.breakdown || jsonb_build_object('amount', e.amount)) as breakdown
+                 from payments.entitlements e
+                where e.program = $2 and e.payment_id is null
+                group by e.household_id),
+           due as (
+               select coalesce(c.household_id, o.household_id) as household_id,
+                      coalesce(c.amount, 0) + coalesce(o.amount, 0) as amount,
+                      coalesce(o.breakdown, '{}'::jsonb)
+                      || case when c.household_id is null then '{}'::jsonb
+                              else jsonb_build_object($3::text, c.breakdown || jsonb_build_object('amount', c.amount))
+                         end as breakdown
+                 from cur c full join older o on o.household_id = c.household_id)
+           insert into payments.payments (run_id, batch_no, household_id, dni, cci, ubigeo, amount, breakdown)
+           select $1, ((row_number() over (order by d.household_id)) - 1) / $4, d.household_id, h.titular_dni,
+                  h.cci, h.ubigeo, d.amount, d.breakdown
+             from due d join registry.households h on h.household_id = d.household_id
+            where h.cci is not null and h.cci <> '' and d.amount > 0
+            order by d.household_id""",
+        run_id,
+        program,
+        period,
+        batch_size,
+    )
+
+
+async def insert_entitlements(conn: Connection, run_id: int, program: str, period: str) -> None:
+    """The period's entitlements, pointing at the payment that carries them (null: accrued)."""
+    await conn.execute(
+        """insert into payments.entitlements (program, household_id, period, amount, breakdown, rule_version, run_id,
+                                              payment_id)
+           select $2, r.household_id, $3, r.amount, r.breakdown, r.rule_version, $1, p.id
+             from run_entitlements r
+             left join payments.payments p on p.run_id = $1 and p.household_id = r.household_id
+            where r.exclusion is null and r.amount > 0
+           on conflict do nothing""",
+        run_id,
+        program,
+        period,
+    )
+
+
+async def claim_accrued(conn: Connection, run_id: int, program: str) -> None:
+    """Point earlier accrued entitlements at this run's payments, then check every payment adds up."""
+    await conn.execute(
+        """update payments.entitlements e set payment_id = p.id
+             from payments.payments p
+            where p.run_id = $1 and e.program = $2 and e.household_id = p.household_id and e.payment_id is null""",
+        run_id,
+        program,
+    )
+    # An aggregate, not "limit 1": a limit tempts the planner into a nested loop over a million payments.
+    bad = await conn.fetchrow(
+        """select count(*) as n, min(p.id) as id
+             from payments.payments p
+             left join (select payment_id, sum(amount)::bigint as total from payments.entitlements
+                         where payment_id in (select id from payments.payments where run_id = $1)
+                         group by payment_id) s on s.payment_id = p.id
+            where p.run_id = $1 and p.amount <> coalesce(s.total, 0)""",
+        run_id,
+    )
+    if bad is not None and bad["n"]:
+        raise RunIncident(
+            f"{bad['n']} payment(s) (first: {bad['id']}) do not add up to the entitlements they carry; another run "
+            "of the program is being created at the same time: try again",
+            payment=bad["id"],
+        )
+
+
+async def plan_batches(conn: Connection, run_id: int) -> dict[str, int]:
+    await conn.execute(
+        """insert into payments.batches (run_id, batch_no, reference, idempotency_key, item_count, total)
+           select $1::bigint, batch_no, 'R' || $1::bigint::text || '-B' || lpad(batch_no::text, 5, '0'),
+                  'run:' || $1::bigint::text || ':batch:' || batch_no, count(*), sum(amount)::bigint
+             from payments.payments where run_id = $1::bigint group by batch_no order by batch_no""",
+        run_id,
+    )
+    row = await conn.fetchrow(
+        "select count(*) as batches, coalesce(sum(item_count), 0)::bigint as count, "
+        "coalesce(sum(total), 0)::bigint as total from payments.batches where run_id = $1",
+        run_id,
+    )
+    assert row is not None
+    return {"batches": row["batches"], "count": row["count"], "total": row["total"]}
+
+
+async def accrued_of_run(conn: Connection, run_id: int, program: str, period: str) -> dict[str, int]:
+    row = await conn.fetchrow(
+        """select count(*) as n, coalesce(sum(amount), 0)::bigint as total from payments.entitlements
+            where program = $1 and period = $2 and run_id = $3 and payment_id is null""",
+        program,
+        period,
+        run_id,
+    )
+    assert row is not None
+    return {"count": row["n"], "total": row["total"]}
+
+
+async def batches(conn: Connection, run_id: int, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """select * from payments.batches where run_id = $1 and ($2::text[] is null or status = any($2))
+            order by batch_no""",
+        run_id,
+        list(statuses) if statuses else None,
+    )
+    return [dict(r) for r in rows]
+
+
+async def batch_payments(conn: Connection, run_id: int, batch_no: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """select id, household_id, dni, cci, amount, status from payments.payments
+            where run_id = $1 and batch_no = $2 order by id""",
+        run_id,
+        batch_no,
+    )
+    return [dict(r) for r in rows]
+
+
+async def incident(
+    conn: Connection,
+    run_id: int,
+    kind: str,
+    detail: dict[str, Any],
+    batch_no: int | None = None,
+    payment_id: int | None = None,
+) -> None:
+    await conn.execute(
+        """insert into payments.incidents (run_id, batch_no, payment_id, kind, detail)
+           values ($1, $2, $3, $4, $5)""",
+        run_id,
+        batch_no,
+        payment_id,
+        kind,
+        detail,
+    )
+
+
+async def incidents(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "select batch_no, payment_id, kind, detail, at from payments.incidents where run_id = $1 order by id", run_id
+    )
+    return [dict(r) for r in rows]

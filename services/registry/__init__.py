@@ -1,0 +1,1 @@
+"""The household registry: households (with versions and history), padron imports, compliance per period."""

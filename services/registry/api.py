@@ -1,0 +1,101 @@
+"""Routes of the household registry: households, padron imports and compliance files (CSV request bodies)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from ledger.db import Connection
+from services.api.deps import Pagination, Reader, Writer, connection, page, unit_of_work
+from services.auth.service import Role
+from services.registry import service
+from services.registry.errors import InvalidImportFile
+from services.registry.padron import CsvSource
+from services.registry.schemas import HouseholdDetailOut, HouseholdOut, ImportOut
+
+router = APIRouter(prefix="/v1", tags=["registry"])
+Conn = Annotated[Connection, Depends(connection)]
+UoW = Annotated[Connection, Depends(unit_of_work)]
+CSV_TYPES = ("text/csv", "application/csv", "text/plain")
+FileName = Annotated[str, Query(max_length=200, description="Recorded with the import.")]
+
+
+async def _csv_body(request: Request, name: str) -> CsvSource:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in CSV_TYPES:
+        raise InvalidImportFile(
+            f"send the file as the request body with Content-Type: text/csv (got {content_type or 'none'})",
+            content_type=content_type,
+        )
+    body = await request.body()
+    if not body.strip():
+        raise InvalidImportFile("the request body is empty: send the CSV file, header line first")
+    return CsvSource.from_bytes(name, body)
+
+
+@router.get("/households", response_model=dict[str, Any], summary="List households")
+async def list_households(
+    who: Reader,
+    conn: Conn,
+    pagination: Annotated[Pagination, Depends()],
+    ubigeo: Annotated[str | None, Query(description="6-digit district code.")] = None,
+    status: Annotated[str | None, Query(description="active, inactive or exited.")] = None,
+    program: Annotated[str | None, Query(description="Program code.")] = None,
+) -> dict[str, Any]:
+    """Households in id order (DNI and CCI masked), filtered, paginated."""
+    items, cursor = await service.list_households(
+        conn, limit=pagination.limit, cursor=pagination.cursor, ubigeo=ubigeo, status=status, program=program
+    )
+    return page([HouseholdOut(**h).model_dump() for h in items], cursor)
+
+
+@router.get("/households/{household_id}", response_model=HouseholdDetailOut, summary="A household and its history")
+async def get_household(
+    household_id: str,
+    who: Reader,
+    conn: Conn,
+    reveal: Annotated[bool, Query(description="Show DNI and CCI unmasked (operators and admins).")] = False,
+) -> dict[str, Any]:
+    """The household, every version of it, and its recent compliance records. The titular's DNI and the CCI
+    are masked unless `reveal=true`, which needs the operator or admin role."""
+    if reveal:
+        who.require(Role.OPERATOR)
+    return await service.get_household(conn, household_id, reveal=reveal)
+
+
+@router.post("/households/imports", response_model=ImportOut, summary="Import a padron (CSV body)")
+async def import_households(
+    request: Request,
+    who: Writer,
+    conn: UoW,
+    skip_invalid: Annotated[bool, Query(description="Import the valid rows and report the rest.")] = False,
+    file_name: FileName = "padron.csv",
+) -> dict[str, Any]:
+    """Send the padron as the body (`Content-Type: text/csv`). Columns: household_id, titular_dni,
+    titular_name, ubigeo, cci, status, enrolled_on, children_under_4, upper_secondary_students (optional
+    program; others are kept in `extra`).
+
+    All-or-nothing: one invalid row refuses the file with 422 `import-rejected` and an `errors` list (line,
+    column, reason). With `skip_invalid=true` the valid rows are imported and the others listed in `errors`.
+    Importing the same file again changes nothing (`changed: false`).
+    """
+    source = await _csv_body(request, file_name)
+    report = await service.import_households(conn, source, actor=who.name, skip_invalid=skip_invalid)
+    return report.to_dict()
+
+
+@router.post(
+    "/programs/{code}/periods/{period}/compliance",
+    response_model=ImportOut,
+    summary="Import a period's verification results (CSV body)",
+)
+async def import_compliance(
+    code: str, period: str, request: Request, who: Writer, conn: UoW, file_name: FileName = "verification.csv"
+) -> dict[str, Any]:
+    """Columns household_id, compliant (true/false, 1/0, si/no), reason. A non-compliant household is
+    suspended for this period only. All-or-nothing: bad values and unknown households are refused with 422
+    `import-rejected` and an `errors` list."""
+    source = await _csv_body(request, file_name)
+    report = await service.import_compliance(conn, source, program=code, period=period, actor=who.name)
+    return report.to_dict()

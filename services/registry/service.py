@@ -1,0 +1,120 @@
+"""Use cases of the household registry: import files (see :mod:`services.registry.imports`), read households.
+
+Functions never commit: run writes in a unit of work (``Database.unit_of_work()``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import date, datetime
+from typing import Any
+
+from ledger.db import Connection
+from services.logs import mask_value
+from services.registry import repository
+from services.registry.errors import HouseholdNotFound, InvalidCursor, InvalidFilter
+from services.registry.imports import ImportReport, Progress, import_compliance, import_households
+from services.registry.padron import STATUSES
+
+__all__ = [
+    "ImportReport",
+    "Progress",
+    "decode_cursor",
+    "encode_cursor",
+    "get_household",
+    "household_out",
+    "import_compliance",
+    "import_households",
+    "list_households",
+    "mask_household",
+]
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def mask_household(row: dict[str, Any]) -> dict[str, Any]:
+    """The household with its titular's DNI and CCI masked (all but the last two characters)."""
+    out = dict(row)
+    for key in ("titular_dni", "cci"):
+        if out.get(key):
+            out[key] = mask_value(str(out[key]))
+    return out
+
+
+def household_out(row: dict[str, Any], *, reveal: bool = False) -> dict[str, Any]:
+    """A household row as JSON-ready data (dates as ISO strings), masked unless ``reveal``."""
+    data = row if reveal else mask_household(row)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out[key] = value.isoformat() if isinstance(value, date | datetime) else value
+    return out
+
+
+async def get_household(conn: Connection, household_id: str, *, reveal: bool = False) -> dict[str, Any]:
+    """A household with its history (every version) and its recent compliance records.
+
+    Raises:
+        HouseholdNotFound: no such household.
+    """
+    row = await repository.get_household(conn, household_id)
+    if row is None:
+        raise HouseholdNotFound(f"household {household_id!r} is not in the registry", household_id=household_id)
+    history = []
+    for h in await repository.household_history(conn, household_id):
+        data = {k: v for k, v in h.items() if k not in ("version", "import_id", "changed_at")}
+        history.append(
+            {
+                "version": h["version"],
+                "import_id": h["import_id"],
+                "changed_at": h["changed_at"].isoformat(),
+                "data": household_out(data, reveal=reveal),
+            }
+        )
+    compliance = [household_out(c) for c in await repository.household_compliance(conn, household_id)]
+    return {**household_out(row, reveal=reveal), "history": history, "compliance": compliance}
+
+
+def encode_cursor(household_id: str) -> str:
+    """An opaque cursor after ``household_id``."""
+    return base64.urlsafe_b64encode(f"h1:{household_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The household id inside a cursor from :func:`encode_cursor`.
+
+    Raises:
+        InvalidCursor: not one of ours.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    if not raw.startswith("h1:"):
+        raise InvalidCursor(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page")
+    return raw[3:]
+
+
+async def list_households(
+    conn: Connection,
+    *,
+    limit: int = 100,
+    cursor: str | None = None,
+    ubigeo: str | None = None,
+    status: str | None = None,
+    program: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Households in id order, filtered, masked, paginated; returns (page, next cursor or None).
+
+    Raises:
+        InvalidFilter, InvalidCursor.
+    """
+    if status is not None and status not in STATUSES:
+        raise InvalidFilter(f"status must be one of active, inactive, exited; got {status!r}", field="status")
+    if ubigeo is not None and (len(ubigeo) != 6 or not ubigeo.isdigit()):
+        raise InvalidFilter(f"ubigeo must be 6 digits, got {ubigeo!r}", field="ubigeo")
+    after = decode_cursor(cursor) if cursor else None
+    found = await repository.list_households(
+        conn, after=after, limit=limit + 1, ubigeo=ubigeo, status=status, program=program
+    )
+    page = [household_out(r) for r in found[:limit]]
+    return page, (encode_cursor(found[limit - 1]["household_id"]) if len(found) > limit else None)

@@ -1,0 +1,216 @@
+"""Payment runs end to end on the real database and the simulated bank (in-process, over ASGI)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from adapters.bank.simulator import get_simulator
+from adapters.postgres.database import Database
+from ledger import audit
+from services.payments import report, service
+from services.payments.errors import MakerChecker, RunExists, RunNotApproved, RunNotFunded, RunStateError
+from services.payments.execute import ExecuteOptions, RunExecutor
+from tests.services.payments.conftest import World, make_world
+
+FUND = "program:JUNTOS:fund"
+TRANSIT = "program:JUNTOS:in-transit"
+FAST = ExecuteOptions(poll_interval=0.0, settle_timeout=120, submit_rounds=12)
+
+
+async def _create(world: World, period: str = "2026-B5", user: str = "maria", batch_size: int = 4) -> int:
+    async with world.db.unit_of_work() as conn:
+        created = await service.create_run(conn, "JUNTOS", period, user, batch_size)
+    return int(created.run["id"])
+
+
+async def _approve(world: World, run_id: int, user: str = "jorge") -> None:
+    async with world.db.unit_of_work() as conn:
+        await service.approve_run(conn, run_id, user)
+
+
+async def _execute(world: World, run_id: int, options: ExecuteOptions = FAST) -> dict[str, Any]:
+    return await RunExecutor(world.db, world.bank, run_id, "maria", options=options).execute()
+
+
+async def _summary(world: World, run_id: int) -> dict[str, Any]:
+    async with world.db.connection() as conn:
+        return await report.summary(conn, run_id)
+
+
+async def test_a_bimester_end_to_end(world: World) -> None:
+    await world.register(10, children=(0, 1), students=(0, 0, 2))  # base 200; +100 with a child; +80 a student
+    await world.register(2, start=100, bank=False)  # not bankarised yet: their entitlement accrues
+    await world.register(1, start=200, status="inactive")
+    await world.suspend("J000003", "2026-B5")
+    await world.fund(1_000_000_00)
+
+    run_id = await _create(world)
+    s = await _summary(world, run_id)
+    run = s["run"]
+    # 10 bankarised: one suspended -> 9 payments
+    assert run["payments_count"] == 9
+    assert run["accrued_count"] == 2
+    assert run["accrued_total"] == 2 * 200_00
+    assert s["exclusions"]["suspended"]["count"] == 1
+    assert s["exclusions"]["inactive"]["count"] == 1
+    assert run["batches_count"] == 3
+    expected = {
+        h["household_id"]: 200_00 + 100_00 * h["children_under_4"] + 80_00 * h["upper_secondary_students"]
+        for h in world.households[:10]
+        if h["household_id"] != "J000003"
+    }
+    assert run["payments_total"] == sum(expected.values())
+    assert await world.balance(FUND) == 1_000_000_00  # nothing moved yet
+
+    with pytest.raises(RunNotApproved):
+        await _execute(world, run_id)
+    with pytest.raises(MakerChecker):
+        await _approve(world, run_id, user="maria")
+    await _approve(world, run_id)
+    done = await _execute(world, run_id)
+    assert done["status"] == "settled"
+
+    s = await _summary(world, run_id)
+    assert s["payments"]["credited"]["count"] == 9
+    assert s["payments"]["credited"]["total"] == sum(expected.values())
+    assert await world.balance(FUND) == 1_000_000_00 - sum(expected.values())
+    assert await world.balance(TRANSIT) == 0
+    for hid, amount in expected.items():
+        assert await world.balance(f"household:{hid}:savings") == amount
+    async with world.db.connection() as conn:
+        await audit.seal(conn)
+        assert (await audit.verify(conn)).ok
+    # Executing again changes nothing.
+    again = await _execute(world, run_id)
+    assert again["status"] == "settled"
+    assert await world.balance(FUND) == 1_000_000_00 - sum(expected.values())
+    with pytest.raises(RunExists):
+        await _create(world)
+
+
+async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: World) -> None:
+    rows = await world.register(6)
+    await world.register(1, start=50, bank=False)
+    # The bank does not know one CCI any more; another household's DNI changed in the registry.
+    gone = rows[0]
+    await world.bank.close_account((await world.bank.find_accounts(cci=gone["cci"]))[0].id, idempotency_key="close-1")
+    mismatch = dict(rows[1], titular_dni="49999999")
+    await world.upsert([mismatch])
+    await world.fund(10_000_00)
+    run_id = await _create(world, "2026-B4")
+    await _approve(world, run_id)
+    await _execute(world, run_id)
+    s = await _summary(world, run_id)
+    assert s["payments"]["credited"]["count"] == 4
+    assert s["rejected_by_reason"] == {
+        "account_closed": {"count": 1, "total": 200_00},
+        "dni_mismatch": {"count": 1, "total": 200_00},
+    }
+    assert await world.balance(FUND) == 10_000_00 - 4 * 200_00
+    assert await world.balance(TRANSIT) == 0
+    async with world.db.connection() as conn:  # a rejected payment never reaches the household's ledger account
+        from ledger.engine import Ledger
+
+        assert f"household:{gone['household_id']}:savings" not in await Ledger(conn).get_accounts(
+            [f"household:{gone['household_id']}:savings"]
+        )
+
+    # The household gets its account fixed and the unbanked one is bankarised: the next run pays them
+    # both periods, in full, once.
+    await world.upsert([dict(rows[1])])
+    opened = await world.control.seed_accounts([("40000050", "Luz Apaza Choque", "080206")])
+    unbanked = dict(world.households[-1], cci=opened[0].cci)
+    await world.upsert([unbanked])
+    run2 = await _create(world, "2026-B5")
+    async with world.db.connection() as conn:
+        amounts = dict(await conn.fetch("select household_id, amount from payments.payments where run_id = $1", run2))
+    assert amounts[rows[1]["household_id"]] == 2 * 200_00  # B4 (rejected, accrued) + B5
+    assert amounts[unbanked["household_id"]] == 2 * 200_00  # B4 (no account) + B5
+    assert amounts[rows[2]["household_id"]] == 200_00
+    assert amounts[gone["household_id"]] == 2 * 200_00  # still accrues; the bank will reject it again
+    await _approve(world, run2)
+    await _execute(world, run2)
+    assert await world.balance(f"household:{rows[1]['household_id']}:savings") == 2 * 200_00
+    assert await world.balance(f"household:{rows[2]['household_id']}:savings") == 2 * 200_00
+    async with world.db.connection() as conn:
+        twice = await conn.fetchval(
+            """select count(*) from (select e.household_id, e.period from payments.entitlements e
+                 join payments.payments p on p.id = e.payment_id where p.status = 'credited'
+                group by e.household_id, e.period having count(*) > 1) x"""
+        )
+        assert twice == 0
+
+
+async def test_approval_refused_when_the_fund_cannot_cover(world: World) -> None:
+    await world.register(3)
+    await world.fund(500_00)
+    run_id = await _create(world)
+    with pytest.raises(RunNotFunded) as err:
+        await _approve(world, run_id)
+    assert err.value.extra["needed"] == 600_00
+
+
+async def test_two_concurrent_executions_make_one_set_of_payments(world: World) -> None:
+    await world.register(9)
+    await world.fund(100_000_00)
+    run_id = await _create(world, batch_size=2)
+    await _approve(world, run_id)
+    results = await asyncio.gather(_execute(world, run_id), _execute(world, run_id))
+    assert {r["status"] for r in results} == {"settled"}
+    assert await world.balance(FUND) == 100_000_00 - 9 * 200_00
+    async with world.db.connection() as conn:
+        assert await conn.fetchval("select count(*) from payments.payments where status = 'credited'") == 9
+        assert await conn.fetchval("select count(*) from ledger.transfers where kind = 1") == 5  # one hold per batch
+
+
+async def test_bad_steps_are_refused_with_clear_errors(world: World) -> None:
+    with pytest.raises(Exception, match=r"B1\.\.B6"):
+        await _create(world, "2026-B7")
+    await world.register(1)
+    await world.fund(1_000_00)
+    run_id = await _create(world)
+    await _approve(world, run_id)
+    with pytest.raises(RunStateError, match="only a created run"):
+        await _approve(world, run_id, user="ana")
+    async with world.db.unit_of_work() as conn:
+        with pytest.raises(RunStateError, match="only a settled run"):
+            await service.close_run(conn, run_id, "maria")
+
+
+@pytest.mark.parametrize("faults", ["flaky", "hostile"])
+async def test_runs_survive_bank_faults(db: Database, faults: str) -> None:
+    world, app = await make_world(db, faults)
+    try:
+        await world.register(40)
+        await world.fund(1_000_000_00)
+        run_id = await _create(world, batch_size=5)
+        await _approve(world, run_id)
+        for _ in range(10):
+            try:
+                await _execute(world, run_id)
+                break
+            except RunStateError:
+                continue  # the bank was unavailable for a while: resume, as an operator would
+        s = await _summary(world, run_id)
+        assert s["run"]["status"] == "settled"
+        credited = s["payments"].get("credited", {"count": 0, "total": 0})
+        rejected = s["payments"].get("rejected", {"count": 0, "total": 0})
+        assert credited["count"] + rejected["count"] == 40
+        assert await world.balance(FUND) == 1_000_000_00 - credited["total"]
+        assert await world.balance(TRANSIT) == 0
+        async with db.connection() as conn:
+            assert (
+                await conn.fetchval(
+                    "select count(*) from payments.payments where status = 'credited' and ledger_transfer_id is null"
+                )
+                == 0
+            )
+            await audit.seal(conn)
+            assert (await audit.verify(conn)).ok
+    finally:
+        await world.bank.aclose()
+        await world.control.aclose()
+        await get_simulator(app).aclose()

@@ -1,0 +1,106 @@
+"""The registry routes: CSV imports as request bodies, problem+json with per-row errors, masked households."""
+
+from __future__ import annotations
+
+from tests.services.registry.conftest import BN_CCI, Api, csv_text, dni, row
+
+PROBLEM = "application/problem+json"
+CSV = {"Content-Type": "text/csv"}
+
+
+async def test_import_list_and_show_households(api: Api) -> None:
+    text = csv_text([row(f"H{i}", dni(i)) for i in range(1, 6)] + [row("Z1", dni(9), ubigeo="050101", cci="")])
+    response = await api.client.post("/v1/households/imports", content=text, headers={**api.auth("operator"), **CSV})
+    assert response.status_code == 200, response.text
+    assert (response.json()["inserted"], response.json()["changed"]) == (6, True)
+    again = await api.client.post("/v1/households/imports", content=text, headers={**api.auth("operator"), **CSV})
+    assert (again.json()["changed"], again.json()["unchanged"], again.json()["import_id"]) == (False, 6, None)
+
+    page1 = await api.client.get("/v1/households?limit=4", headers=api.auth("auditor"))
+    assert [h["household_id"] for h in page1.json()["data"]] == ["H1", "H2", "H3", "H4"]
+    assert page1.json()["data"][0]["titular_dni"] == "******01"
+    assert page1.json()["data"][0]["cci"] == "*" * 18 + "51"
+    page2 = await api.client.get(
+        f"/v1/households?limit=4&cursor={page1.json()['next_cursor']}", headers=api.auth("auditor")
+    )
+    assert [h["household_id"] for h in page2.json()["data"]] == ["H5", "Z1"]
+    assert page2.json()["has_more"] is False
+    by_district = await api.client.get("/v1/households?ubigeo=050101&status=active", headers=api.auth("approver"))
+    assert [h["household_id"] for h in by_district.json()["data"]] == ["Z1"]
+
+    masked = await api.client.get("/v1/households/H1", headers=api.auth("auditor"))
+    assert masked.status_code == 200
+    assert masked.json()["titular_dni"] == "******01"
+    assert masked.json()["history"][0]["data"]["titular_dni"] == "******01"
+    revealed = await api.client.get("/v1/households/H1?reveal=true", headers=api.auth("operator"))
+    assert (revealed.json()["titular_dni"], revealed.json()["cci"]) == (dni(1), "00219119184091600051")
+    refused = await api.client.get("/v1/households/H1?reveal=true", headers=api.auth("auditor"))
+    assert (refused.status_code, refused.json()["type"]) == (403, "urn:cct-ledger:problem:forbidden")
+    missing = await api.client.get("/v1/households/NOPE", headers=api.auth("auditor"))
+    assert (missing.status_code, missing.json()["type"]) == (404, "urn:cct-ledger:problem:household-not-found")
+
+
+async def test_a_refused_import_lists_every_bad_row(api: Api) -> None:
+    text = csv_text([row("H1", dni(1)), row("H2", dni(2), cci="00219119184091600052"), row("H3", dni(3), status="x")])
+    response = await api.client.post("/v1/households/imports", content=text, headers={**api.auth("operator"), **CSV})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["type"] == "urn:cct-ledger:problem:import-rejected"
+    assert body["errors_total"] == 2
+    assert [(e["line"], e["column"]) for e in body["errors"]] == [(3, "cci"), (4, "status")]
+    assert body["errors"][0]["reason"] == "check digit 2 (account) is 2, expected 1"
+    skipped = await api.client.post(
+        "/v1/households/imports?skip_invalid=true", content=text, headers={**api.auth("operator"), **CSV}
+    )
+    assert skipped.status_code == 200
+    assert (skipped.json()["inserted"], skipped.json()["rejected"], skipped.json()["errors_total"]) == (1, 2, 2)
+
+
+async def test_bad_requests_are_problems(api: Api) -> None:
+    text = csv_text([row("H1", dni(1))])
+    cases = [
+        ({**api.auth("operator"), "Content-Type": "application/json"}, text, 422, "invalid-import-file"),
+        ({**api.auth("operator"), **CSV}, "", 422, "invalid-import-file"),
+        ({**api.auth("operator"), **CSV}, "a,b\n1,2\n", 422, "invalid-import-file"),
+        ({**api.auth("auditor"), **CSV}, text, 403, "forbidden"),
+        (CSV, text, 401, "not-authenticated"),
+    ]
+    for headers, content, status, slug in cases:
+        response = await api.client.post("/v1/households/imports", content=content, headers=headers)
+        assert (response.status_code, response.json()["type"]) == (status, f"urn:cct-ledger:problem:{slug}")
+    bad_filter = await api.client.get("/v1/households?status=gone", headers=api.auth("auditor"))
+    assert (bad_filter.status_code, bad_filter.json()["type"]) == (422, "urn:cct-ledger:problem:invalid-filter")
+    bad_cursor = await api.client.get("/v1/households?cursor=zzz", headers=api.auth("auditor"))
+    assert (bad_cursor.status_code, bad_cursor.json()["type"]) == (422, "urn:cct-ledger:problem:invalid-cursor")
+
+
+async def test_compliance_route(api: Api) -> None:
+    padron = csv_text([row("H1", dni(1), cci=BN_CCI), row("H2", dni(2))])
+    await api.client.post("/v1/households/imports", content=padron, headers={**api.auth("operator"), **CSV})
+    url = "/v1/programs/JUNTOS/periods/2026-B5/compliance"
+    ok = await api.client.post(
+        url,
+        content="household_id,compliant,reason\nH1,no,inasistencia\nH2,si,\n",
+        headers={**api.auth("operator"), **CSV},
+    )
+    assert ok.status_code == 200, ok.text
+    assert (ok.json()["kind"], ok.json()["inserted"], ok.json()["period"]) == ("compliance", 2, "2026-B5")
+    preview = await api.client.get("/v1/programs/JUNTOS/periods/2026-B5/entitlements", headers=api.auth("auditor"))
+    assert preview.json()["groups"]["suspended"]["households"] == 1
+    refused = await api.client.post(
+        url, content="household_id,compliant,reason\nH9,si,\n", headers={**api.auth("operator"), **CSV}
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0] == {
+        "line": 2,
+        "column": "household_id",
+        "reason": "household H9 is not in the registry",
+        "household_id": "H9",
+    }
+    bad_period = await api.client.post(
+        "/v1/programs/JUNTOS/periods/2026-13/compliance",
+        content="household_id,compliant,reason\n",
+        headers={**api.auth("operator"), **CSV},
+    )
+    assert (bad_period.status_code, bad_period.json()["type"]) == (422, "urn:cct-ledger:problem:invalid-period")
