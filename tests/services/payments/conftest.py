@@ -29,6 +29,7 @@ class World:
     bank: BankClient
     control: SimControl
     households: list[dict[str, Any]] = field(default_factory=list)
+    app: Any = None  # the simulated bank's ASGI app, for more in-process clients
 
     async def balance(self, code: str) -> int:
         async with self.db.connection() as conn:
@@ -115,7 +116,7 @@ async def make_world(db: Database, faults: str = "none") -> tuple[World, Any]:
     bank, control = connect(app, sleep=_instant, max_attempts=8)
     async with db.unit_of_work() as conn:
         await programs.load_programs(conn, catalog.read_programs_file(), actor="setup")
-    return World(db, bank, control), app
+    return World(db, bank, control, app=app), app
 
 
 @pytest_asyncio.fixture(loop_scope="session")

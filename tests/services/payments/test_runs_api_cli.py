@@ -1,0 +1,132 @@
+"""Payment runs over HTTP (roles, maker-checker, background execution) and from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from adapters.bank.simulator import connect
+from adapters.postgres.database import Database
+from services.api.app import create_app
+from services.auth.service import create_token
+from services.cli.main import app as cli
+from services.config import Settings, get_settings
+from tests.services.payments.conftest import World
+
+
+async def _tokens(db: Database) -> dict[str, str]:
+    out = {}
+    async with db.connection() as conn:
+        for name, role in (("maria", "operator"), ("ana", "operator"), ("jorge", "approver"), ("lucia", "auditor")):
+            out[name], _ = await create_token(conn, name, role)
+    return out
+
+
+async def test_payment_runs_over_http(world: World, db: Database) -> None:
+    await world.register(7)
+    await world.fund(10_000_00)
+    tokens = await _tokens(db)
+    app = create_app(Settings(token_cache_seconds=0, run_poll_seconds=0), database=db, background=False)
+    app.state.bank_factory = lambda: connect(world.app)[0]
+
+    def h(who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[who]}"}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        r = await api.post("/v1/payment-runs", json={"program": "JUNTOS", "period": "2026-B5"}, headers=h("jorge"))
+        assert r.status_code == 403
+        r = await api.post(
+            "/v1/payment-runs", json={"program": "JUNTOS", "period": "2026-B5", "batch_size": 3}, headers=h("maria")
+        )
+        assert r.status_code == 201, r.text
+        run = r.json()
+        assert (run["status"], run["payments_count"], run["batches_count"]) == ("created", 7, 3)
+        again = await api.post("/v1/payment-runs", json={"program": "JUNTOS", "period": "2026-B5"}, headers=h("ana"))
+        assert again.status_code == 409
+        assert again.json()["type"] == "urn:cct-ledger:problem:run-exists"
+        bad = await api.post("/v1/payment-runs", json={"program": "JUNTOS", "period": "2026-B9"}, headers=h("maria"))
+        assert bad.status_code == 422
+        early = await api.post(f"/v1/payment-runs/{run['id']}/execute", headers=h("maria"))
+        assert early.status_code == 409
+        r = await api.post(f"/v1/payment-runs/{run['id']}/approve", headers=h("maria"))
+        assert r.status_code == 403  # an operator is not an approver
+        r = await api.post(f"/v1/payment-runs/{run['id']}/approve", headers=h("jorge"))
+        assert r.status_code == 200
+        assert r.json()["approved_by"] == "jorge"
+        r = await api.post(f"/v1/payment-runs/{run['id']}/execute", headers=h("maria"))
+        assert r.status_code == 202
+        for _ in range(200):
+            state = (await api.get(f"/v1/payment-runs/{run['id']}", headers=h("lucia"))).json()
+            if state["run"]["status"] == "settled":
+                break
+            await asyncio.sleep(0.05)
+        assert state["run"]["status"] == "settled"
+        assert state["payments"]["credited"]["count"] == 7
+        assert [e["event"] for e in state["events"]][:3] == ["created", "approved", "execution_started"]
+        listed = (await api.get("/v1/payment-runs", params={"limit": 1}, headers=h("lucia"))).json()
+        assert [r["id"] for r in listed["data"]] == [run["id"]]
+        missing = await api.get("/v1/payment-runs/999999", headers=h("lucia"))
+        assert missing.status_code == 404
+        assert missing.json()["type"] == "urn:cct-ledger:problem:run-not-found"
+
+
+@pytest.fixture
+def cli_env(db_url: str) -> Iterator[dict[str, str]]:
+    env = {"DATABASE_URL": db_url, "CCT_LOG_LEVEL": "ERROR"}
+    saved = {k: os.environ.get(k) for k in (*env, "CCT_BANK_URL")}
+    os.environ.update(env)
+    os.environ.pop("CCT_BANK_URL", None)
+    get_settings.cache_clear()
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    get_settings.cache_clear()
+
+
+def _run(args: list[str]) -> Any:
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+async def test_runs_from_the_command_line(world: World, cli_env: dict[str, str]) -> None:
+    await world.register(5)
+    await world.fund(10_000_00)
+    loop = asyncio.get_running_loop()
+
+    def run(args: list[str]) -> Any:
+        return _run(args)
+
+    missing_user = await loop.run_in_executor(
+        None, run, ["runs", "create", "--program", "JUNTOS", "--period", "2026-B5"]
+    )
+    assert missing_user.exit_code == 2
+    assert "--user NAME is required" in missing_user.output
+    created = await loop.run_in_executor(
+        None, run, ["runs", "create", "--program", "JUNTOS", "--period", "2026-B5", "--user", "maria", "--json"]
+    )
+    assert created.exit_code == 0, created.output
+    assert '"payments_count": 5' in created.output
+    same = await loop.run_in_executor(None, run, ["runs", "approve", "1", "--user", "maria"])
+    assert same.exit_code == 1
+    assert "another person must approve" in same.output
+    approved = await loop.run_in_executor(None, run, ["runs", "approve", "1", "--user", "jorge"])
+    assert approved.exit_code == 0
+    no_bank = await loop.run_in_executor(None, run, ["runs", "execute", "1", "--user", "maria"])
+    assert no_bank.exit_code == 1
+    assert "CCT_BANK_URL" in no_bank.output
+    shown = await loop.run_in_executor(None, run, ["runs", "show", "1"])
+    assert shown.exit_code == 0
+    assert "approved by jorge" in shown.output
+    for command in (["runs", "--help"], ["runs", "execute", "--help"], ["demo", "--help"]):
+        helped = await loop.run_in_executor(None, run, command)
+        assert helped.exit_code == 0
+        assert "Example" in helped.output or "Commands" in helped.output
