@@ -110,6 +110,7 @@ class _Settled:
     batch: dict[str, Any]
     bank: Batch
     items: list[ItemResult] = field(default_factory=list)
+    payments: list[dict[str, Any]] = field(default_factory=list)  # our snapshot, read by the check
 
 
 class RunExecutor:
@@ -383,8 +384,7 @@ class RunExecutor:
             totals: list[tuple[int, int, int, int, int]] = []
             for s, by_payment in checked:
                 credited_n = credited_sum = rejected_n = rejected_sum = 0
-                payments = await repo.batch_payments(conn, self.run_id, s.batch["batch_no"])
-                for p in payments:
+                for p in s.payments:
                     item = by_payment[p["id"]]
                     outcome_ids.append(p["id"])
                     outcome_status.append(item.status.value)
@@ -454,7 +454,8 @@ class RunExecutor:
 
     async def _check(self, conn: Connection, s: _Settled) -> dict[int, ItemResult] | None:
         """Match the bank's items with our snapshot; a contradiction is recorded as an incident."""
-        payments = {p["id"]: p for p in await repo.batch_payments(conn, self.run_id, s.batch["batch_no"])}
+        s.payments = await repo.batch_payments(conn, self.run_id, s.batch["batch_no"])
+        payments = {p["id"]: p for p in s.payments}
         by_payment: dict[int, ItemResult] = {}
         problems: list[dict[str, Any]] = []
         for item in s.items:

@@ -1,0 +1,182 @@
+"""A national JUNTOS payment run end to end: create, approve, execute through the in-process simulated bank.
+
+Setup (not timed): programs loaded, N synthetic households written to the registry with `COPY`, their
+accounts opened at the simulated bank, the fund appropriated in the ledger and deposited at the bank. Then
+timed: `runs create` (entitlements and snapshots), `runs approve`, and `runs execute` by phase (holds,
+submission of the batches, settlement applied to the ledger) until every payment is credited or rejected and
+posted. Prints each phase's seconds, the total, and this process's peak memory (it also runs the bank).
+
+    .venv/bin/python bench/payment_run.py                      # 1,000,000 households, durable PostgreSQL
+    .venv/bin/python bench/payment_run.py --households 100000 --fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import time
+from pathlib import Path
+
+from _common import add_server_args, bench_server, describe, print_summary, quiet_logs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adapters.bank.simulator import connect, create_app, get_simulator
+from adapters.postgres.database import Database
+from ledger import audit
+from ledger.engine import Ledger
+from services.payments import report, service
+from services.payments.execute import ExecuteOptions, RunExecutor
+from services.programs import catalog
+from services.programs import service as programs
+from services.registry import synthetic
+
+
+class Phases:
+    """Progress sink that timestamps the executor's phases."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+
+    def start(self, phase: str, total: int) -> None:
+        self.started.setdefault(phase, time.perf_counter())
+        self.last[phase] = time.perf_counter()
+
+    def advance(self, phase: str, amount: int = 1) -> None:
+        self.last[phase] = time.perf_counter()
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def setup(db: Database, control: object, n: int, seed: int) -> int:
+    async with db.unit_of_work() as conn:
+        await programs.load_programs(conn, catalog.read_programs_file(), actor="bench")
+    people = synthetic.generate_households(n, seed)
+    opened = []
+    for start in range(0, n, 50_000):
+        part = people[start : start + 50_000]
+        opened += await control.seed_accounts((h.titular_dni, h.titular_name, h.ubigeo) for h in part)  # type: ignore[attr-defined]
+    rows = [
+        (h.household_id, h.titular_dni, h.titular_name, h.ubigeo, a.cci, h.status, h.enrolled_on,
+         h.children_under_4, h.upper_secondary_students, h.program)
+        for h, a in zip(people, opened, strict=True)
+    ]  # fmt: skip
+    async with db.unit_of_work() as conn:
+        await conn.copy_records_to_table(
+            "households",
+            schema_name="registry",
+            records=rows,
+            columns=["household_id", "titular_dni", "titular_name", "ubigeo", "cci", "status", "enrolled_on",
+                     "children_under_4", "upper_secondary_students", "program"],
+        )  # fmt: skip
+        await conn.execute("analyze registry.households")
+    budget = n * 600_00
+    async with db.unit_of_work() as conn:
+        await programs.fund(conn, "JUNTOS", budget, "BENCH-001", actor="bench")
+    await control.deposit_funding(budget, reference="BENCH-001")  # type: ignore[attr-defined]
+    return budget
+
+
+async def run(args: argparse.Namespace) -> None:
+    quiet_logs()
+    async with bench_server(args.fast) as server:
+        db = await Database.connect(server.url, max_size=16)
+        app = create_app(seed=args.seed, faults=args.faults)
+        bank, control = connect(app)
+        try:
+            t = time.perf_counter()
+            budget = await setup(db, control, args.households, args.seed)
+            setup_s = time.perf_counter() - t
+            print(
+                f"setup (not timed): {args.households:,} households registered and banked in {setup_s:.1f} s",
+                flush=True,
+            )
+
+            timings: dict[str, float] = {}
+            t0 = time.perf_counter()
+            async with db.unit_of_work() as conn:
+                created = await service.create_run(conn, "JUNTOS", "2026-B5", "maker")
+            timings["create"] = time.perf_counter() - t0
+            run_id = int(created.run["id"])
+            t = time.perf_counter()
+            async with db.unit_of_work() as conn:
+                await service.approve_run(conn, run_id, "checker")
+            timings["approve"] = time.perf_counter() - t
+            phases = Phases()
+            t = time.perf_counter()
+            options = ExecuteOptions(concurrency=args.concurrency, settle_group=args.settle_group, poll_interval=0.0)
+            await RunExecutor(db, bank, run_id, "maker", phases, options).execute()
+            end = time.perf_counter()
+            timings["execute"] = end - t
+            order = [p for p in ("hold", "submit", "settle") if p in phases.started]
+            for i, p in enumerate(order):
+                stop = phases.started[order[i + 1]] if i + 1 < len(order) else end
+                timings[f"execute.{p}"] = stop - phases.started[p]
+            total = end - t0
+            async with db.connection() as conn:
+                s = await report.summary(conn, run_id)
+                fund = await Ledger(conn).balance("program:JUNTOS:fund")
+                transit = await Ledger(conn).balance("program:JUNTOS:in-transit")
+            credited = s["payments"].get("credited", {"count": 0, "total": 0})
+            rejected = s["payments"].get("rejected", {"count": 0, "total": 0})
+            if fund.posted != budget - credited["total"] or transit.posted != 0 or s["run"]["status"] != "settled":
+                raise SystemExit(f"run check failed: fund {fund}, in-transit {transit}, status {s['run']['status']}")
+            verify_s = None
+            if args.verify:
+                async with db.connection() as conn:
+                    t = time.perf_counter()
+                    await audit.seal(conn)
+                    report_ = await audit.verify(conn)
+                    verify_s = time.perf_counter() - t
+                if not report_.ok:
+                    raise SystemExit(f"verify failed: {report_.problems[:3]}")
+        finally:
+            await bank.aclose()
+            await control.aclose()
+            await get_simulator(app).aclose()
+            await db.close()
+        print(describe(server))
+        print(
+            f"JUNTOS 2026-B5 run: {s['run']['payments_count']:,} payments in {s['run']['batches_count']:,} batches; "
+            f"credited {credited['count']:,}, rejected {rejected['count']:,}"
+        )
+        for name, seconds in timings.items():
+            print(f"  {name:<16} {seconds:8.2f} s")
+        print(f"  {'total':<16} {total:8.2f} s   (create + approve + execute)")
+        if verify_s is not None:
+            print(f"  seal + verify    {verify_s:8.2f} s   (not part of the run)")
+        print(f"  peak memory of this process (bank included): {peak_mb():,.0f} MB")
+        print_summary(
+            {
+                "bench": "payment_run",
+                "server": server.mode,
+                "households": args.households,
+                "payments": s["run"]["payments_count"],
+                "credited": credited["count"],
+                "seconds": {k: round(v, 2) for k, v in timings.items()},
+                "total_seconds": round(total, 2),
+                "verify_seconds": round(verify_s, 2) if verify_s is not None else None,
+                "peak_mb": round(peak_mb()),
+            }
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--households", type=int, default=1_000_000, help="registry size (default 1,000,000)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--faults", default="none", help="bank fault profile (default none)")
+    parser.add_argument("--concurrency", type=int, default=8, help="bank requests in flight (default 8)")
+    parser.add_argument("--settle-group", type=int, default=50, help="settled batches per ledger transaction")
+    parser.add_argument("--verify", action="store_true", help="also seal and verify the ledger afterwards")
+    add_server_args(parser)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
