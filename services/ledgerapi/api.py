@@ -16,6 +16,7 @@ from ledger.models import Transfer
 from services.api.deps import (
     Admin,
     Auditor,
+    Id,
     Pagination,
     Reader,
     Writer,
@@ -131,13 +132,13 @@ async def create_batch(body: BatchCreate, who: Writer, conn: UoW) -> Response:
 
 
 @router.get("/transfers/{transfer_id}", response_model=TransferOut, summary="A transfer and its status")
-async def get_transfer(transfer_id: int, who: Reader, conn: Conn) -> Response:
+async def get_transfer(transfer_id: Id, who: Reader, conn: Conn) -> Response:
     return _ORJSON((await Ledger(conn).get_transfer(transfer_id)).to_dict())
 
 
 @router.post("/transfers/{transfer_id}/post", response_model=TransferOut, summary="Post a pending transfer")
 async def post_transfer(
-    transfer_id: int, who: Writer, conn: Conn, key: Key, body: PostRequest | None = None
+    transfer_id: Id, who: Writer, conn: Conn, key: Key, body: PostRequest | None = None
 ) -> Response:
     body = body or PostRequest()
     t = await Ledger(conn, who.name).post(transfer_id, key, body.effective_at, body.amount)
@@ -146,7 +147,7 @@ async def post_transfer(
 
 @router.post("/transfers/{transfer_id}/void", response_model=TransferOut, summary="Void a pending transfer")
 async def void_transfer(
-    transfer_id: int, who: Writer, conn: Conn, key: Key, body: VoidRequest | None = None
+    transfer_id: Id, who: Writer, conn: Conn, key: Key, body: VoidRequest | None = None
 ) -> Response:
     body = body or VoidRequest()
     return _transfer_response(await Ledger(conn, who.name).void(transfer_id, key, body.reason), 200)
@@ -154,7 +155,7 @@ async def void_transfer(
 
 @router.post("/transfers/{transfer_id}/reverse", status_code=201, response_model=TransferOut, summary="Reverse")
 async def reverse_transfer(
-    transfer_id: int, who: Writer, conn: Conn, key: Key, body: ReverseRequest | None = None
+    transfer_id: Id, who: Writer, conn: Conn, key: Key, body: ReverseRequest | None = None
 ) -> Response:
     """Reverse a posted transfer with a new transfer of opposite postings; a transfer is reversed at most once."""
     body = body or ReverseRequest()
