@@ -214,3 +214,45 @@ async def test_runs_survive_bank_faults(db: Database, faults: str) -> None:
         await world.bank.aclose()
         await world.control.aclose()
         await get_simulator(app).aclose()
+
+
+async def test_a_closed_accounting_period_stops_the_run_with_a_clear_error(world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ledger.engine import Ledger
+    from ledger.errors import PeriodClosed
+
+    await world.register(2)
+    await world.fund(1_000_00)
+    run_id = await _create(world)
+    await _approve(world, run_id)
+    now = datetime.now(UTC)
+    async with world.db.connection() as conn:
+        await Ledger(conn, "controller").close_period("today", now - timedelta(days=1), now + timedelta(days=1))
+    with pytest.raises(PeriodClosed, match="today"):
+        await _execute(world, run_id)
+    assert await world.balance(FUND) == 1_000_00
+    async with world.db.connection() as conn:
+        assert await conn.fetchval("select count(*) from payments.batches where status <> 'planned'") == 0
+
+
+async def test_the_report_csv_has_one_masked_line_per_payment(world: World, tmp_path: Any) -> None:
+    import csv
+
+    rows = await world.register(3)
+    await world.fund(1_000_00)
+    run_id = await _create(world)
+    await _approve(world, run_id)
+    await _execute(world, run_id)
+    path = tmp_path / "run.csv"
+    async with world.db.connection() as conn:
+        assert await report.write_csv(conn, run_id, path) == 3
+    lines = list(csv.DictReader(path.open()))
+    assert [line["status"] for line in lines] == ["credited"] * 3
+    assert {line["household_id"] for line in lines} == {r["household_id"] for r in rows}
+    for line, row in zip(lines, rows, strict=True):
+        assert line["dni"] == "******" + row["titular_dni"][-2:]
+        assert line["cci"].endswith(row["cci"][-2:])
+        assert row["cci"] not in line["cci"]
+        assert line["periods"] == "2026-B5"
+        assert line["ledger_transfer_id"]
