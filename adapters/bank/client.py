@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 from adapters.bank import webhooks
 from adapters.bank.retry import RetryPolicy, parse_retry_after
 from adapters.bank.schemas import ErrorEnvelope
+from adapters.bank.wire import paused_gc
 from services.config import Settings, get_settings
 from services.ports.bank import (
     Account,
@@ -55,6 +56,7 @@ from services.ports.bank import (
     BankRateLimited,
     BankUnavailable,
     Batch,
+    BatchStatus,
     CreditBatch,
     FundingAccount,
     ItemResult,
@@ -335,8 +337,11 @@ class BankClient:
 
     @staticmethod
     def _parse(model: type[M], response: httpx.Response, operation: str) -> M:
+        # The whole body in one pass of pydantic-core (a page of 1,000 items is one call), with the cyclic
+        # collector held meanwhile: it would only promote the objects being made (see ``wire.paused_gc``).
         try:
-            return model.model_validate_json(response.content)
+            with paused_gc():
+                return model.model_validate_json(response.content)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(p) for p in error.get("loc", ()))
@@ -482,6 +487,39 @@ class BankClient:
         matches = [b for b in page.data if b.reference == reference]
         return matches[0] if matches else None
 
+    async def list_batches(
+        self, *, status: BatchStatus | None = None, cursor: str | None = None, limit: int = MAX_PAGE
+    ) -> Page[Batch]:
+        """One page of batches in submission order; ``status`` keeps those in that state.
+
+        ``status=BatchStatus.SETTLED`` tells in one call which batches can be read back (instead of a
+        :meth:`get_batch` per batch). Like the other batch lookups, it lets the simulated bank's clock move.
+        """
+        params: dict[str, str | int] = {"limit": _check_limit(limit)}
+        if status is not None:
+            params["status"] = BatchStatus(status).value
+        if cursor is not None:
+            params["cursor"] = cursor
+        response = await self._call("GET", "/v1/credit_batches", operation="list_batches", params=params)
+        return self._parse(Page[Batch], response, "list_batches")
+
+    async def iter_batches(
+        self, *, status: BatchStatus | None = None, page_size: int = MAX_PAGE
+    ) -> AsyncIterator[Batch]:
+        """Every batch (in ``status``), following cursors.
+
+        Raises:
+            BankProtocolError: the bank's cursor did not advance.
+        """
+
+        async def fetch(cursor: str | None) -> Page[Batch]:
+            return await self.list_batches(status=status, cursor=cursor, limit=page_size)
+
+        async for data in self._pages(fetch, None, "list_batches"):
+            for batch in data:
+                yield batch
+            del data
+
     async def get_item(self, item_id: str) -> ItemResult:
         """One item by bank id (``itm_...``).
 
@@ -521,8 +559,10 @@ class BankClient:
         async def fetch(cursor: str | None) -> Page[ItemResult]:
             return await self.list_batch_items(batch_id, status=status, cursor=cursor, limit=page_size)
 
-        async for item in self._follow(fetch, None, "list_batch_items"):
-            yield item
+        async for data in self._pages(fetch, None, "list_batch_items"):
+            for item in data:
+                yield item
+            del data  # not kept alive while the next page is fetched
 
     # --- statements ----------------------------------------------------------------------------------------
 
@@ -574,8 +614,10 @@ class BankClient:
                 account_id, from_date=from_date, to_date=to_date, cursor=cursor, limit=page_size
             )
 
-        async for line in self._follow(fetch, after, "list_statement_lines"):
-            yield line
+        async for data in self._pages(fetch, after, "list_statement_lines"):
+            for line in data:
+                yield line
+            del data
 
     async def list_events(self, *, cursor: str | None = None, limit: int = 100) -> Page[WebhookEvent]:
         """Events the bank generated, oldest first."""
@@ -586,20 +628,24 @@ class BankClient:
         return self._parse(Page[WebhookEvent], response, "list_events")
 
     @staticmethod
-    async def _follow(
+    async def _pages(
         fetch: Callable[[str | None], Awaitable[Page[T]]], cursor: str | None, operation: str
-    ) -> AsyncIterator[T]:
+    ) -> AsyncIterator[list[T]]:
+        """The data of each page, following cursors (the iterators yield its objects one level up, so an
+        object passes through one generator, not two)."""
         seen: set[str] = set()
         while True:
             page = await fetch(cursor)
-            for obj in page.data:
-                yield obj
-            if not page.has_more:
+            data, has_more, next_cursor = page.data, page.has_more, page.next_cursor
+            del page
+            yield data
+            if not has_more:
                 return
-            if not page.next_cursor or page.next_cursor in seen or not page.data:
+            if not next_cursor or next_cursor in seen or not data:
                 raise BankProtocolError(f"{operation}: the bank's cursor did not advance", operation=operation)
-            seen.add(page.next_cursor)
-            cursor = page.next_cursor
+            del data  # the page's objects may be freed while the next page is fetched
+            seen.add(next_cursor)
+            cursor = next_cursor
 
     # --- webhooks ----------------------------------------------------------------------------------------
 

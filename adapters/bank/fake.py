@@ -229,8 +229,21 @@ class FakeBank:
         if parts == ["funding_account"]:
             return self._funding_json()
         if parts == ["credit_batches"]:
-            found = [b for b in self.batches.values() if b["reference"] == query.get("reference", b["reference"])]
-            return self._page([self._batch_json(b) for b in found], cursor, limit)
+            status = query.get("status")
+            if status is not None and status not in ("received", "processing", "settled"):
+                raise _Refusal(422, "parameter_invalid", "status: must be received, processing or settled", "status")
+            listed = [self._batch_json(b) for b in self.batches.values()]
+            if cursor is not None:  # the cursor is the last batch seen, whatever its state now
+                ids = [b["id"] for b in listed]
+                if cursor not in ids:
+                    raise _Refusal(400, "parameter_invalid", "unknown cursor", "cursor")
+                listed = listed[ids.index(cursor) + 1 :]
+            found = [
+                b
+                for b in listed
+                if b["reference"] == query.get("reference", b["reference"]) and b["status"] == (status or b["status"])
+            ]
+            return self._page(found, None, limit)
         if len(parts) == 2 and parts[0] == "credit_batches":
             return self._batch_json(self._batch(parts[1]))
         if len(parts) == 3 and parts[0] == "credit_batches" and parts[2] == "items":

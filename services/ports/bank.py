@@ -67,6 +67,8 @@ DNI = Annotated[str, _identifier(normalize_dni, 8), Field(description="8-digit D
 CCI = Annotated[str, _identifier(normalize_cci, 20), Field(description="20-digit interbank account code")]
 Ubigeo = Annotated[str, _identifier(normalize_ubigeo, 0), Field(description="6-digit INEI district code")]
 AccountNumber = Annotated[str, Field(pattern=r"^[0-9]{12}$", description="12-digit account number")]
+TitularName = Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""An account holder's name: 1 to 120 characters, no control characters."""
 
 
 class _Model(BaseModel):
@@ -149,7 +151,7 @@ class OpenAccount(_Request):
     """Open a savings account for a titular."""
 
     dni: DNI
-    name: Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    name: TitularName
     ubigeo: Ubigeo
 
 
@@ -513,6 +515,17 @@ class BankPort(Protocol):
 
     async def get_batch_by_reference(self, reference: str) -> Batch | None:
         """The batch with our reference, or None if the bank has never seen it."""
+        ...
+
+    async def list_batches(
+        self, *, status: BatchStatus | None = None, cursor: str | None = None, limit: int = 1000
+    ) -> Page[Batch]:
+        """One page of batches in submission order; ``status`` keeps those in that state (``settled``: the
+        batches whose items can be read back, in one call instead of a lookup per batch)."""
+        ...
+
+    def iter_batches(self, *, status: BatchStatus | None = None, page_size: int = 1000) -> AsyncIterator[Batch]:
+        """Every batch (in ``status``), following cursors."""
         ...
 
     async def get_item(self, item_id: str) -> ItemResult:

@@ -31,6 +31,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters.bank import wire
 from adapters.bank.schemas import (
     AccountSearch,
     BulkAccounts,
@@ -53,6 +54,7 @@ from adapters.bank.simulator.webhooks import WebhookReceiver
 from services.ports.bank import (
     Account,
     Batch,
+    BatchStatus,
     CreditBatch,
     FundingAccount,
     ItemResult,
@@ -298,7 +300,11 @@ async def parse_body(request: Request, model: type[B]) -> B:
 
     Errors become a ``RequestValidationError`` located under ``body``, rendered like any other.
     """
-    raw = await request.body()
+    return validate_body(await request.body(), model)
+
+
+def validate_body(raw: bytes, model: type[B]) -> B:
+    """:func:`parse_body` on a body already read."""
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -341,8 +347,13 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 # --- routes ---------------------------------------------------------------------------------------------
 
 
-def _fingerprint(op: str, payload: Any) -> str:
-    return hashlib.sha256(op.encode() + b"\0" + orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def _canonical(payload: Any) -> bytes:
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+
+
+def _fingerprint(op: str, payload: Any, canonical: bytes | None = None) -> str:
+    """The idempotency fingerprint of a request: its operation and its canonical JSON (``canonical`` if given)."""
+    return hashlib.sha256(op.encode() + b"\0" + (canonical or _canonical(payload))).hexdigest()
 
 
 def _json(status: int, body: bytes, replayed: bool = False) -> Response:
@@ -473,34 +484,42 @@ def _bank_routes(sim: Simulator) -> APIRouter:
     )
     async def submit_batch(request: Request, idempotency_key: IdempotencyKey) -> Response:
         """Submit a credit batch of up to 1,000 items with its control totals."""
-        body = await parse_body(request, CreditBatch)
-        payload = {
-            "reference": body.reference,
-            "description": body.description,
-            "control_count": body.control_count,
-            "control_amount": body.control_amount,
-            "items": [[i.reference, i.dni, i.amount, i.account_number, i.cci] for i in body.items],
-        }
-        return await run(
-            {
-                "op": "submit_batch",
-                "key": idempotency_key,
-                "fingerprint": _fingerprint("submit_batch", payload),
-                "body": payload,
-            }
-        )
+        raw = await request.body()
+        with wire.paused_gc():
+            payload = wire.credit_batch_payload(raw)  # the plain form, checked by pydantic-core in one pass
+            if payload is None:  # another form, or an error: the model normalises it or says exactly what is wrong
+                body = validate_body(raw, CreditBatch)
+                payload = {
+                    "reference": body.reference,
+                    "description": body.description,
+                    "control_count": body.control_count,
+                    "control_amount": body.control_amount,
+                    "items": [(i.reference, i.dni, i.amount, i.account_number, i.cci) for i in body.items],
+                }
+            # The body is serialised once: for its fingerprint, and as it is in the journal's line.
+            canonical = _canonical(payload)
+            fingerprint = _fingerprint("submit_batch", payload, canonical)
+            cmd = {"op": "submit_batch", "key": idempotency_key, "fingerprint": fingerprint, "body": payload}
+            encoded = orjson.dumps({**cmd, "body": orjson.Fragment(canonical)})
+            status, answer, replayed = sim.execute(cmd, encoded)
+        await sim.after_change()
+        return _json(status, answer, replayed)
 
     @router.get("/credit_batches", response_model=Page[Batch], tags=["credit batches"], summary="List or find batches")
     async def list_batches(
         reference: Annotated[str | None, Query(description="Our reference: the page has 0 or 1 batch.")] = None,
+        status: Annotated[
+            BatchStatus | None,
+            Query(description="Only batches in this state (`settled`: which batches can be read back)."),
+        ] = None,
         cursor: Cursor = None,
         limit: Limit = 100,
     ) -> Response:
-        """Batches, or the batch with our reference (0 or 1)."""
-        if reference is not None:
+        """Batches in submission order, or the batch with our reference (0 or 1); `status` filters."""
+        if reference is not None or status is not None:
             sim.auto_advance()
             await sim.after_change()
-        return _page(queries.batches(sim.bank, reference, cursor, limit))
+        return _page(queries.batches(sim.bank, reference, cursor, limit, status.value if status else None))
 
     @router.get("/credit_batches/{batch_id}", response_model=Batch, tags=["credit batches"], summary="Get a batch")
     async def get_batch(batch_id: str) -> Response:
@@ -575,9 +594,12 @@ def _sim_routes(sim: Simulator) -> APIRouter:
     )
     async def bulk_accounts(request: Request) -> Response:
         """Open up to 50,000 accounts; a DNI with an open account gets it back."""
-        body = await parse_body(request, BulkAccounts)
-        rows = [[a.dni, a.name, a.ubigeo] for a in body.accounts]
-        status, data, _ = sim.execute({"op": "bulk_accounts", "rows": rows})
+        raw = await request.body()
+        with wire.paused_gc():
+            rows = wire.bulk_account_rows(raw)
+            if rows is None:
+                rows = [(a.dni, a.name, a.ubigeo) for a in validate_body(raw, BulkAccounts).accounts]
+            status, data, _ = sim.execute({"op": "bulk_accounts", "rows": rows})
         return _json(status, data)
 
     @router.post(

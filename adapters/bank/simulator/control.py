@@ -7,16 +7,42 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from operator import itemgetter
+from typing import Any, Final, Literal, NotRequired
 
 import httpx
 import orjson
+from pydantic import TypeAdapter
+from typing_extensions import TypedDict
 
 from adapters.bank.client import BankClient
-from adapters.bank.schemas import MAX_BULK_ACCOUNTS, BulkAccountResult, BulkAccountsResult, SimClockState
+from adapters.bank.schemas import MAX_BULK_ACCOUNTS, OpenedAccount, SimClockState
+from adapters.bank.simulator.transport import InProcessTransport
+from adapters.bank.wire import paused_gc
 from services.ports.bank import FundingAccount
 
 IN_PROCESS_URL = "http://bank.sim"
+
+
+class _OpenedRow(TypedDict):
+    dni: str
+    account_id: str
+    account_number: str
+    cci: str
+    created: bool
+
+
+class _Opened(TypedDict):
+    """``BulkAccountsResult``, validated by pydantic-core into plain dicts (then into ``OpenedAccount``)."""
+
+    object: NotRequired[Literal["list"]]
+    data: list[_OpenedRow]
+    has_more: NotRequired[bool]
+    next_cursor: NotRequired[str | None]
+
+
+_OPENED: Final = TypeAdapter(_Opened)
+_ROW: Final = itemgetter("dni", "account_id", "account_number", "cci", "created")
 
 
 def connect(
@@ -33,7 +59,7 @@ def connect(
     Returns:
         (bank client, control client); close both with ``aclose()`` when done.
     """
-    transport = httpx.ASGITransport(app=app)
+    transport = InProcessTransport(app)
     bank = BankClient(IN_PROCESS_URL, api_key=api_key, webhook_secret=webhook_secret, transport=transport, **options)
     control = SimControl(httpx.AsyncClient(transport=transport, base_url=IN_PROCESS_URL), owns_http=True)
     return bank, control
@@ -92,7 +118,7 @@ class SimControl:
 
     async def seed_accounts(
         self, accounts: Iterable[tuple[str, str, str]], *, chunk: int = MAX_BULK_ACCOUNTS
-    ) -> list[BulkAccountResult]:
+    ) -> list[OpenedAccount]:
         """Open accounts in bulk from (dni, name, ubigeo) rows; existing titulars get their open account back.
 
         Args:
@@ -100,14 +126,16 @@ class SimControl:
             chunk: rows per request (at most 50,000).
 
         Returns:
-            One result per row, in order, with the account id, number and CCI.
+            One result per row, in order, with the account id, number and CCI (``dni``, ``account_id``,
+            ``account_number``, ``cci``, ``created``).
         """
-        out: list[BulkAccountResult] = []
+        out: list[OpenedAccount] = []
         batch: list[dict[str, str]] = []
 
         async def send(rows: Sequence[dict[str, str]]) -> None:
             raw = await self._post_raw("/sim/accounts/bulk", {"accounts": list(rows)})
-            out.extend(BulkAccountsResult.model_validate_json(raw).data)
+            with paused_gc():
+                out.extend(map(OpenedAccount._make, map(_ROW, _OPENED.validate_json(raw)["data"])))
 
         for dni, name, ubigeo in accounts:
             batch.append({"dni": dni, "name": name, "ubigeo": ubigeo})

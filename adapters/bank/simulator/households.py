@@ -22,13 +22,25 @@ million pending moves cost 8 MB and advancing the clock touches only the buckets
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import math
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from adapters.bank.simulator.rng import MASK64, hash_ints, mix64, unit
+from adapters.bank.simulator.rng import (
+    M1,
+    MASK64,
+    from_lanes,
+    hash_ints,
+    lane_constant,
+    mix64,
+    mix64_lanes,
+    mix64_many,
+    to_lanes,
+)
 
 if TYPE_CHECKING:
     from adapters.bank.simulator.core import SimulatedBank
@@ -80,6 +92,50 @@ class BehaviourModel:
         return (1 - self.far_share) * self.saver_share_near + self.far_share * self.saver_share_far
 
 
+def _credit_hashes(salt: int, accounts: Sequence[int], counts: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The two hashes of each credit: ``h1 = mix64((salt ^ account << 20 ^ count) & MASK64)`` and
+    ``h2 = ((h1 ^ h1 >> 29) * M1) & MASK64``, computed a lane at a time for many credits."""
+    n = len(accounts)
+    if n < 64:
+        first = [mix64((salt ^ (a << 20) ^ c) & MASK64) for a, c in zip(accounts, counts, strict=True)]
+        return first, [((h ^ (h >> 29)) * M1) & MASK64 for h in first]
+    mask = lane_constant(MASK64, n)
+    keys = (lane_constant(salt, n) ^ (to_lanes(accounts) << 20) ^ to_lanes(counts)) & mask  # accounts < 2**28
+    h1 = mix64_lanes(keys, n)
+    h2 = (((h1 ^ (h1 >> 29)) & mask) * M1) & mask
+    return from_lanes(h1, n), from_lanes(h2, n)
+
+
+def _move_hashes(salt: int, moves: Sequence[int]) -> list[int]:
+    """The hash of each packed move: ``mix64(mix64(salt ^ account) ^ due ^ kind << 60)``, a lane at a time."""
+    n = len(moves)
+    if n < 64:
+        return [
+            mix64(mix64(salt ^ (p & _ACCOUNT_MASK)) ^ (p >> 32) ^ (((p >> _ACCOUNT_BITS) & 0xF) << 60)) for p in moves
+        ]
+    packed = to_lanes(moves)
+    accounts = packed & lane_constant(_ACCOUNT_MASK, n)
+    due = (packed >> 32) & lane_constant(0xFFFFFFFF, n)
+    kinds = ((packed >> _ACCOUNT_BITS) & lane_constant(0xF, n)) << 60
+    return from_lanes(mix64_lanes(mix64_lanes(accounts ^ lane_constant(salt, n), n) ^ due ^ kinds, n), n)
+
+
+@functools.lru_cache(maxsize=8)
+def _first_withdrawal_delays(m: BehaviourModel) -> tuple[array[int], array[int]]:
+    """Seconds from a credit to the first withdrawal, near and far, for each of the 65,536 values of ``u``.
+
+    The delay is a function of a 16-bit draw only, so it is computed once per model for every draw, with
+    exactly the expression (and floating-point operations) that each credit would otherwise evaluate:
+    ``min(minimum - log(1 - u) * mean * DAY, maximum)`` seconds, truncated.
+    """
+    near_min, near_mean, near_max = m.near_delay_min_hours * HOUR, m.near_delay_mean_days, m.near_delay_max_days * DAY
+    far_min, far_mean, far_max = m.far_delay_min_days * DAY, m.far_delay_mean_days, m.far_delay_max_days * DAY
+    log = math.log
+    near = array("q", [int(min(near_min - log(1.0 - k * _U16) * near_mean * DAY, near_max)) for k in range(65536)])
+    far = array("q", [int(min(far_min - log(1.0 - k * _U16) * far_mean * DAY, far_max)) for k in range(65536)])
+    return near, far
+
+
 class Households:
     """Schedules and runs the households' moves on the bank's accounts.
 
@@ -103,11 +159,26 @@ class Households:
 
     def profile(self, account: int) -> int:
         """The profile bits (``FAR``, ``SAVER``) of an account, a pure function of (seed, account)."""
+        return self.profiles(account, account + 1)[0]
+
+    def profiles(self, first: int, end: int) -> bytes:
+        """The profile bits of accounts ``first`` to ``end - 1`` (see :meth:`profile`), one byte each.
+
+        The hashes are computed a lane at a time (:func:`~adapters.bank.simulator.rng.mix64_many`): at a
+        million accounts a call per account costs more than everything else.
+        """
         m = self.model
-        h = mix64(self._profile_salt ^ account)
-        far = unit(h) < m.far_share
-        saver = (h & 0xFFFF) * _U16 < (m.saver_share_far if far else m.saver_share_near)
-        return (FAR if far else 0) | (SAVER if saver else 0)
+        salt = self._profile_salt
+        far_share, saver_far, saver_near = m.far_share, m.saver_share_far, m.saver_share_near
+        to_unit = 1.0 / (1 << 53)
+        out = bytearray(max(0, end - first))
+        for k, h in enumerate(mix64_many([salt ^ account for account in range(first, end)])):
+            far = (h >> 11) * to_unit < far_share
+            if (h & 0xFFFF) * _U16 < (saver_far if far else saver_near):
+                out[k] = FAR | SAVER if far else SAVER
+            elif far:
+                out[k] = FAR
+        return bytes(out)
 
     # --- scheduling ----------------------------------------------------------------------------------
 
@@ -145,82 +216,148 @@ class Households:
 
     def on_credit(self, account: int, amount: int, t: int) -> None:
         """A program credit landed at second ``t``: raise a saver's target and schedule the moves."""
+        self.on_credits((account,), (amount,), t)
+
+    def on_credits(self, accounts: Sequence[int], amounts: Sequence[int], t: int) -> None:
+        """Program credits landed at second ``t`` (in this order): :meth:`on_credit` for each, in one loop.
+
+        The arithmetic is exactly :meth:`on_credit`'s (same hashes, same delays, same order), with the hashes
+        of all the credits computed at once (:func:`~adapters.bank.simulator.rng.mix64_lanes`) and
+        :meth:`schedule` written inline.
+        """
         bank = self.bank
         m = self.model
-        n = bank.acc_credits[account]
-        bank.acc_credits[account] = n + 1
-        p = bank.acc_profile[account]
-        h1 = mix64((self._credit_salt ^ (account << 20) ^ n) & MASK64)
-        h2 = ((h1 ^ (h1 >> 29)) * 0xBF58476D1CE4E5B9) & MASK64
-        far = p & FAR
-        if p & SAVER:
-            share = (m.keep_share_far if far else m.keep_share_near) * (0.5 + (h1 & 0xFFFF) * _U16)
-            keep = max(m.min_keep, int(amount * share))
-            bank.acc_target[account] += min(keep, amount)
-        u = ((h1 >> 16) & 0xFFFF) * _U16
-        if far:
-            delay = m.far_delay_min_days * DAY - math.log(1.0 - u) * m.far_delay_mean_days * DAY
-            delay = min(delay, m.far_delay_max_days * DAY)
-        else:
-            delay = m.near_delay_min_hours * HOUR - math.log(1.0 - u) * m.near_delay_mean_days * DAY
-            delay = min(delay, m.near_delay_max_days * DAY)
-        due = t + int(delay)
-        schedule = self.schedule
-        if ((h1 >> 32) & 0xFFFF) * _U16 < m.split_share:
-            low, high = m.split_gap_days
-            schedule(due, WITHDRAW_PART, account)
-            schedule(due + (low + (h2 & 0xFFFF) % (high - low + 1)) * DAY, WITHDRAW, account)
-        else:
-            schedule(due, WITHDRAW, account)
-        if p & SAVER and ((h1 >> 48) & 0xFFFF) * _U16 < m.deposit_share_savers:
-            schedule(due + (1 + ((h2 >> 16) & 0xFFFF) % 14) * DAY, DEPOSIT, account)
-        if ((h2 >> 32) & 0xFFFF) * _U16 < m.fee_share:
-            schedule(max(t + HOUR, due - 60), FEE, account)
+        acc_credits, acc_profile, acc_target = bank.acc_credits, bank.acc_profile, bank.acc_target
+        salt = self._credit_salt
+        buckets, heap = self.buckets, self.bucket_heap
+        keep_far, keep_near, min_keep = m.keep_share_far, m.keep_share_near, m.min_keep
+        near_delays, far_delays = _first_withdrawal_delays(m)
+        split_share, (gap_low, gap_high) = m.split_share, m.split_gap_days
+        deposit_share, fee_share = m.deposit_share_savers, m.fee_share
+        withdraw, withdraw_part = WITHDRAW << _ACCOUNT_BITS, WITHDRAW_PART << _ACCOUNT_BITS
+
+        def put(due: int, packed: int) -> None:
+            hour = due // HOUR
+            bucket = buckets.get(hour)
+            if bucket is None:
+                bucket = buckets[hour] = array("q")
+                heapq.heappush(heap, hour)
+            bucket.append(packed)
+
+        # Each credit's hashes depend on how many credits its account had before: counted in order (an account
+        # may be credited twice in one settlement).
+        counts: list[int] = []
+        for account in accounts:
+            n = acc_credits[account]
+            acc_credits[account] = n + 1
+            counts.append(n)
+        first_hashes, second_hashes = _credit_hashes(salt, accounts, counts)
+        for account, amount, h1, h2 in zip(accounts, amounts, first_hashes, second_hashes, strict=True):
+            p = acc_profile[account]
+            far = p & FAR
+            if p & SAVER:
+                share = (keep_far if far else keep_near) * (0.5 + (h1 & 0xFFFF) * _U16)
+                keep = int(amount * share)
+                if keep < min_keep:
+                    keep = min_keep  # max(min_keep, keep)
+                acc_target[account] += keep if keep < amount else amount  # min(keep, amount)
+            due = t + (far_delays if far else near_delays)[(h1 >> 16) & 0xFFFF]
+            if ((h1 >> 32) & 0xFFFF) * _U16 < split_share:
+                put(due, due << 32 | withdraw_part | account)
+                later = due + (gap_low + (h2 & 0xFFFF) % (gap_high - gap_low + 1)) * DAY
+                put(later, later << 32 | withdraw | account)
+            else:
+                hour = due // HOUR
+                bucket = buckets.get(hour)
+                if bucket is None:
+                    bucket = buckets[hour] = array("q")
+                    heapq.heappush(heap, hour)
+                bucket.append(due << 32 | withdraw | account)
+            if p & SAVER and ((h1 >> 48) & 0xFFFF) * _U16 < deposit_share:
+                when = due + (1 + ((h2 >> 16) & 0xFFFF) % 14) * DAY
+                put(when, when << 32 | DEPOSIT << _ACCOUNT_BITS | account)
+            if ((h2 >> 32) & 0xFFFF) * _U16 < fee_share:
+                when = max(t + HOUR, due - 60)
+                put(when, when << 32 | FEE << _ACCOUNT_BITS | account)
 
     # --- running -------------------------------------------------------------------------------------
 
     def run(self, packed: int) -> None:
         """Carry out one scheduled move (its due second is the bank's current instant)."""
+        self.run_many((packed,))
+
+    def run_many(self, moves: Sequence[int]) -> None:
+        """Carry out scheduled moves in the order given (:meth:`run` for each, in one loop).
+
+        Each move posts its statement lines exactly as :meth:`SimulatedBank.append_line` would, with the
+        columns bound once for the whole loop, and the moves' hashes computed together (:func:`_move_hashes`).
+        """
         bank = self.bank
-        account = packed & _ACCOUNT_MASK
-        kind = (packed >> _ACCOUNT_BITS) & 0xF
-        t = packed >> 32
-        if bank.acc_status[account]:
-            return  # closed: nothing happens any more
         m = self.model
-        h = mix64(mix64(self._move_salt ^ account) ^ t ^ (kind << 60))
-        if kind == DEPOSIT:
-            low, high = m.deposit_amounts
-            amount = low + (h % ((high - low) // 10_00 + 1)) * 10_00
-            bank.append_line(account, bank.LT_DEPOSIT, amount, t, -1)
-            bank.acc_target[account] += amount
-            return
-        balance = bank.acc_balance[account]
-        if kind == FEE:
-            if balance >= m.fee_amount:
-                bank.append_line(account, bank.LT_FEE, -m.fee_amount, t, -1)
-                bank.acc_target[account] = min(bank.acc_target[account], balance - m.fee_amount)
-            return
-        available = balance - bank.acc_target[account]
-        if available <= 0:
-            return
-        amount = available
-        if kind == WITHDRAW_PART:
-            half = (available // 2) // 10_00 * 10_00
-            if half > 0:
-                amount = half
-        u = (h & 0xFFFF) * _U16
-        atm_share, agent_share = m.far_channels if bank.acc_profile[account] & FAR else m.near_channels
-        if u < atm_share:
-            line = bank.append_line(account, bank.LT_WITHDRAWAL_ATM, -amount, t, -1)
-            if ((h >> 16) & 0xFFFF) * _U16 < m.atm_failure_share:
-                # The ATM did not dispense: the bank reverses the withdrawal; the household tries again later.
-                bank.append_line(account, bank.LT_REVERSAL, amount, t, line)
-                self.schedule(t + HOUR, kind, account)
-        elif u < atm_share + agent_share:
-            bank.append_line(account, bank.LT_WITHDRAWAL_AGENT, -amount, t, -1)
-        else:
-            bank.append_line(account, bank.LT_WITHDRAWAL_BRANCH, -amount, t, -1)
+        acc_status, acc_balance, acc_target = bank.acc_status, bank.acc_balance, bank.acc_target
+        acc_profile, acc_last_line = bank.acc_profile, bank.acc_last_line
+        ln_acct, ln_type, ln_amount, ln_balance = bank.ln_acct, bank.ln_type, bank.ln_amount, bank.ln_balance
+        ln_time, ln_ref, ln_prev = bank.ln_time, bank.ln_ref, bank.ln_prev
+        salt = self._move_salt
+        deposit_low, deposit_high = m.deposit_amounts
+        deposit_steps = (deposit_high - deposit_low) // 10_00 + 1
+        fee_amount, atm_failure = m.fee_amount, m.atm_failure_share
+        far_channels, near_channels = m.far_channels, m.near_channels
+        lt_deposit, lt_fee, lt_atm = bank.LT_DEPOSIT, bank.LT_FEE, bank.LT_WITHDRAWAL_ATM
+        lt_agent, lt_branch, lt_reversal = bank.LT_WITHDRAWAL_AGENT, bank.LT_WITHDRAWAL_BRANCH, bank.LT_REVERSAL
+        schedule = self.schedule
+
+        def post(account: int, line_type: int, amount: int, t: int, ref: int) -> int:
+            seq = len(ln_type)
+            balance = acc_balance[account] + amount
+            acc_balance[account] = balance
+            ln_acct.append(account)
+            ln_type.append(line_type)
+            ln_amount.append(amount)
+            ln_balance.append(balance)
+            ln_time.append(t)
+            ln_ref.append(ref)
+            ln_prev.append(acc_last_line[account])
+            acc_last_line[account] = seq
+            return seq
+
+        for packed, h in zip(moves, _move_hashes(salt, moves), strict=True):
+            account = packed & _ACCOUNT_MASK
+            if acc_status[account]:
+                continue  # closed: nothing happens any more
+            kind = (packed >> _ACCOUNT_BITS) & 0xF
+            t = packed >> 32
+            if kind == DEPOSIT:
+                amount = deposit_low + (h % deposit_steps) * 10_00
+                post(account, lt_deposit, amount, t, -1)
+                acc_target[account] += amount
+                continue
+            balance = acc_balance[account]
+            if kind == FEE:
+                if balance >= fee_amount:
+                    post(account, lt_fee, -fee_amount, t, -1)
+                    acc_target[account] = min(acc_target[account], balance - fee_amount)
+                continue
+            available = balance - acc_target[account]
+            if available <= 0:
+                continue
+            amount = available
+            if kind == WITHDRAW_PART:
+                half = (available // 2) // 10_00 * 10_00
+                if half > 0:
+                    amount = half
+            u = (h & 0xFFFF) * _U16
+            atm_share, agent_share = far_channels if acc_profile[account] & FAR else near_channels
+            if u < atm_share:
+                line = post(account, lt_atm, -amount, t, -1)
+                if ((h >> 16) & 0xFFFF) * _U16 < atm_failure:
+                    # The ATM did not dispense: the bank reverses the withdrawal; the household tries again later.
+                    post(account, lt_reversal, amount, t, line)
+                    schedule(t + HOUR, kind, account)
+            elif u < atm_share + agent_share:
+                post(account, lt_agent, -amount, t, -1)
+            else:
+                post(account, lt_branch, -amount, t, -1)
 
     # --- persistence ---------------------------------------------------------------------------------
 

@@ -8,8 +8,12 @@ hides them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
+
+from adapters.bank.simulator.rng import from_lanes, lane_constant, to_lanes
 
 _ALPHABET: Final = "bcdfghjklmnpqrst"
 _TO_LETTERS: Final = str.maketrans("0123456789abcdef", _ALPHABET)
@@ -50,6 +54,30 @@ class IdCodec:
         self._xor = (salt * 0x2545F4914F) & _MASK
         self.encode: Callable[[int], str] = _encoder(prefix, self._multiplier, self._xor)
         """The id of object number ``seq`` (0 ≤ seq < 2**40)."""
+
+    def encode_many(self, seqs: Iterable[int]) -> list[str]:
+        """The ids of many objects, as :attr:`encode` gives them.
+
+        The permuted values go through one array: its bytes in hex (a ``:`` between values), translated to
+        letters and cut into ids by ``str`` methods, without a table lookup or a slice per id (the letter
+        tables' lookups miss the processor's caches when pages are made between other work).
+        """
+        multiplier, xor, mask = self._multiplier, self._xor, _MASK
+        seqs = seqs if isinstance(seqs, Sequence) else list(seqs)
+        n = len(seqs)
+        if not n:
+            return []
+        if n < 64 or min(seqs) < 0:
+            values = array("Q", [((seq * multiplier) & mask) ^ xor for seq in seqs])
+        else:  # the permutation of every seq at once, in 128-bit lanes (seq * multiplier < 2**80)
+            lanes = ((to_lanes(seqs) * multiplier) & lane_constant(mask, n)) ^ lane_constant(xor, n)
+            values = array("Q", from_lanes(lanes, n))
+        if sys.byteorder == "little":
+            values.byteswap()
+        # Each value is 8 bytes, the first 3 zero (values have 40 bits): 6 leading zero digits, "bbbbbb".
+        text = values.tobytes().hex(":", 8).translate(_TO_LETTERS)
+        prefix = self.prefix
+        return (prefix + text[16 - _WIDTH :]).replace(":" + "b" * (16 - _WIDTH), "\n" + prefix).split("\n")
 
     def decode(self, text: str) -> int | None:
         """The sequence number of an id, or None if ``text`` is not an id of this type."""

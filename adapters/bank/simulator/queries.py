@@ -11,8 +11,6 @@ import bisect
 from datetime import date, timedelta
 from typing import Any
 
-import orjson
-
 from adapters.bank.simulator import ids
 from adapters.bank.simulator.core import LINE_TYPES, STATUS_NAMES, SimError, SimulatedBank
 
@@ -59,17 +57,30 @@ def batch_items(bank: SimulatedBank, batch: int, status: str | None, cursor: str
                     break
                 picked.append(i)
         chosen = picked  # type: ignore[assignment]
-    return orjson.dumps(_page(bank.items_json(chosen), has_more))
+    return bank.items_page(chosen, has_more)
 
 
-def batches(bank: SimulatedBank, reference: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
-    """A page of batches, or the batch with ``reference``."""
+def batches(
+    bank: SimulatedBank, reference: str | None, cursor: str | None, limit: int, status: str | None = None
+) -> dict[str, Any]:
+    """A page of batches in submission order, or the batch with ``reference``; ``status`` keeps those in it."""
     if reference is not None:
         seq = bank.batch_by_ref.get(reference)
-        return _page([bank.batch_json(seq)] if seq is not None else [], False)
+        found = seq is not None and (status is None or bank.batches[seq].status == status)
+        return _page([bank.batch_json(seq)] if found and seq is not None else [], False)
     first = _cursor(ids.BATCH, cursor) + 1
-    end = min(len(bank.batches), first + limit)
-    return _page([bank.batch_json(seq) for seq in range(first, end)], end < len(bank.batches))
+    if status is None:
+        end = min(len(bank.batches), first + limit)
+        return _page([bank.batch_json(seq) for seq in range(first, end)], end < len(bank.batches))
+    picked: list[int] = []
+    has_more = False
+    for seq in range(max(first, 0), len(bank.batches)):
+        if bank.batches[seq].status == status:
+            if len(picked) == limit:
+                has_more = True
+                break
+            picked.append(seq)
+    return _page([bank.batch_json(seq) for seq in picked], has_more)
 
 
 def statement_lines(

@@ -63,9 +63,12 @@ class Simulator:
         self._requests = 0
         self.closed = False
 
-    def execute(self, cmd: dict[str, Any]) -> tuple[int, bytes, bool]:
-        """Apply a command to the bank (journaled by the store); snapshot when the journal grew large."""
-        result = self.bank.execute(cmd)
+    def execute(self, cmd: dict[str, Any], encoded: bytes | None = None) -> tuple[int, bytes, bool]:
+        """Apply a command to the bank (journaled by the store); snapshot when the journal grew large.
+
+        ``encoded`` is the command as JSON when the caller made it already (see ``SimulatedBank.execute``).
+        """
+        result = self.bank.execute(cmd, encoded=encoded)
         if self.store.snapshot_due:
             self.store.snapshot(self.bank)
         return result

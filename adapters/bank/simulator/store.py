@@ -29,6 +29,7 @@ import orjson
 import structlog
 
 from adapters.bank.simulator import core
+from adapters.bank.simulator.columns import StringColumn
 from adapters.bank.simulator.core import IdempotencyRecord, SimBatch, SimConfig, SimulatedBank
 from adapters.bank.simulator.faults import SettlementFaults
 from adapters.bank.simulator.households import BehaviourModel
@@ -192,9 +193,9 @@ class FileStore:
         self._journal = path.open("ab")
         self._journal_bytes = path.stat().st_size
 
-    def append(self, cmd: dict[str, Any]) -> None:
-        """Journal one command (one line, flushed; fsynced when configured)."""
-        data = orjson.dumps(cmd) + b"\n"
+    def append(self, command: bytes) -> None:
+        """Journal one command, given as JSON (one line, flushed; fsynced when configured)."""
+        data = command + b"\n"
         self._journal.write(data)
         self._journal.flush()
         if self.fsync:
@@ -303,8 +304,8 @@ def load_snapshot(bank: SimulatedBank, folder: Path) -> None:
     for name in core.BYTE_COLUMNS:
         setattr(bank, name, bytearray((folder / f"{name}.bin").read_bytes()))
     counts = meta["counts"]
-    bank.acc_name = _read_lines(folder / "acc_name.txt", counts["accounts"])
-    bank.item_ref = _read_lines(folder / "item_ref.txt", counts["items"])
+    bank.acc_name = StringColumn(_read_lines(folder / "acc_name.txt", counts["accounts"]))
+    bank.item_ref = StringColumn(_read_lines(folder / "item_ref.txt", counts["items"]))
     bank.now = int(meta["now"])
     bank.settlement = SettlementFaults.from_json(meta["settlement"])
     bank.batches = [SimBatch(**b) for b in meta["batches"]]
@@ -321,10 +322,10 @@ def load_snapshot(bank: SimulatedBank, folder: Path) -> None:
 def _rebuild_indexes(bank: SimulatedBank) -> None:
     status, dni = bank.acc_status, bank.acc_dni
     bank.dni_index = {dni[seq]: seq for seq in range(1, len(bank.acc_name)) if not status[seq]}
-    refs = bank.item_ref
-    item_status = bank.item_status
     credited = core.CREDITED
-    bank.credited_refs = {refs[i]: i for i in range(len(refs)) if item_status[i] == credited}
+    bank.credited_refs = dict.fromkeys(
+        ref for ref, status in zip(bank.item_ref, bank.item_status, strict=True) if status == credited
+    )
     bank.batch_by_ref = {b.reference: b.seq for b in bank.batches}
     bank.settle_heap = []
     for b in bank.batches:

@@ -453,6 +453,40 @@ async def test_batch_items_iteration_follows_cursors(respx_mock: respx.MockRoute
     assert all(c.request.url.params["status"] == "credited" for c in route.calls)
 
 
+async def test_settled_batches_are_listed_in_one_call(respx_mock: respx.MockRouter, client: BankClient) -> None:
+    batches = [batch_json(id=f"bat_bcdfghjkl{'bcdfg'[n]}", status="settled", pending_count=0) for n in range(5)]
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        limit = int(request.url.params["limit"])
+        start = 0 if cursor is None else [b["id"] for b in batches].index(cursor) + 1
+        return httpx.Response(200, json=page(batches[start : start + limit], has_more=start + limit < len(batches)))
+
+    route = respx_mock.get("/v1/credit_batches").mock(side_effect=serve)
+    first = await client.list_batches(status=BatchStatus.SETTLED, limit=2)
+    assert [b.id for b in first.data] == [b["id"] for b in batches[:2]]
+    assert first.has_more
+    assert route.calls.last.request.url.params["status"] == "settled"
+    got = [b async for b in client.iter_batches(status=BatchStatus.SETTLED, page_size=2)]
+    assert [b.status for b in got] == [BatchStatus.SETTLED] * 5
+    assert [c.request.url.params.get("cursor") for c in route.calls[1:]] == [None, batches[1]["id"], batches[3]["id"]]
+    assert len((await client.list_batches()).data) == 5  # every batch
+    assert "status" not in route.calls.last.request.url.params
+
+
+async def test_a_batch_listing_refuses_a_bad_status_or_limit_before_sending(
+    respx_mock: respx.MockRouter, client: BankClient
+) -> None:
+    route = respx_mock.get("/v1/credit_batches").respond(json=page([]))
+    with pytest.raises(ValueError, match="paid"):
+        await client.list_batches(status="paid")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="limit"):
+        await client.list_batches(limit=0)
+    with pytest.raises(ValueError, match="limit"):
+        await client.list_batches(limit=True)
+    assert route.call_count == 0
+
+
 async def test_statement_iteration_passes_dates_and_resumes_after_a_line(
     respx_mock: respx.MockRouter, client: BankClient
 ) -> None:

@@ -260,6 +260,44 @@ async def test_resubmission_rules(double: Double) -> None:
     assert (await double.bank.get_funding_account()).held == 200_00  # held once
 
 
+async def test_batches_are_listed_by_state(double: Double) -> None:
+    await double.control.deposit_funding(10_000_00)
+    accounts = [await double.titular(n) for n in range(90, 94)]
+    settled = [
+        await double.bank.submit_batch(CreditBatch.build(f"B9:{n}", [item(f"B9:{n}", a)]), idempotency_key=f"b9-{n}")
+        for n, a in enumerate(accounts[:3])
+    ]
+    await double.control.advance(hours=1)
+    waiting = await double.bank.submit_batch(
+        CreditBatch.build("B9:3", [item("B9:3", accounts[3])]), idempotency_key="b9-3"
+    )
+
+    listed = await double.bank.list_batches(status=BatchStatus.SETTLED)
+    assert [b.id for b in listed.data] == [b.id for b in settled]
+    assert {b.status for b in listed.data} == {BatchStatus.SETTLED}
+    assert not listed.has_more
+    assert [b.id for b in (await double.bank.list_batches(status=BatchStatus.RECEIVED)).data] == [waiting.id]
+    assert (await double.bank.list_batches(status=BatchStatus.PROCESSING)).data == []
+    everything = [b.id async for b in double.bank.iter_batches(page_size=1)]
+    assert everything == [b.id for b in [*settled, waiting]]
+    one_by_one = [b.id async for b in double.bank.iter_batches(status=BatchStatus.SETTLED, page_size=2)]
+    assert one_by_one == [b.id for b in settled]
+    first = await double.bank.list_batches(status=BatchStatus.SETTLED, limit=1)
+    assert first.has_more
+    after = await double.bank.list_batches(status=BatchStatus.SETTLED, cursor=first.next_cursor, limit=2)
+    assert [b.id for b in after.data] == [b.id for b in settled[1:]]
+    found = await double.http.get(
+        "/v1/credit_batches", params={"reference": "B9:3", "status": "settled"}, headers=HEADERS
+    )
+    assert found.json()["data"] == []
+    bad = await double.http.get("/v1/credit_batches", params={"status": "paid"}, headers=HEADERS)
+    assert (bad.status_code, bad.json()["error"]["code"], bad.json()["error"]["param"]) == (
+        422,
+        "parameter_invalid",
+        "status",
+    )
+
+
 async def test_a_batch_beyond_the_funds_is_refused(double: Double) -> None:
     await double.control.deposit_funding(300_00)
     account = await double.titular(50)

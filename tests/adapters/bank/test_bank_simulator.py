@@ -362,6 +362,23 @@ async def test_batch_lookups_advance_the_clock_a_little() -> None:
     await s.close()
 
 
+async def test_polling_the_settled_listing_advances_the_clock_too() -> None:
+    s = Sim(create_app(seed=2, auto_advance_seconds=300))
+    accounts = await s.households(2000)
+    await s.control.deposit_funding(2000 * 200_00)
+    acks = await s.pay(accounts, "A2")
+    polls = 0
+    while len((await s.bank.list_batches(status=BatchStatus.SETTLED)).data) < len(acks):
+        polls += 1
+        assert polls < 3
+    assert (await s.control.clock()).seconds >= 300
+    assert (await s.bank.list_batches()).data[0].status is BatchStatus.SETTLED
+    clock = (await s.control.clock()).seconds
+    await s.bank.list_batches()  # without a status or a reference, a listing leaves the clock alone
+    assert (await s.control.clock()).seconds == clock
+    await s.close()
+
+
 # --- transport faults ---------------------------------------------------------------------------------------
 
 
@@ -629,6 +646,41 @@ async def test_an_unexpected_failure_is_an_envelope_too(sim: Sim, monkeypatch: p
     assert response.json()["error"]["type"] == "api_error"
     assert "disk" not in response.text
     await http.aclose()
+
+
+async def test_the_in_process_transport_answers_like_httpx_asgi_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(seed=4, auto_advance_seconds=0)
+    bank, control = connect(app, api_key="k")
+    reference = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE)
+    headers = {"Authorization": "Bearer k", "Idempotency-Key": "t1", "Content-Type": "application/json"}
+    opening = b'{"dni": "10117410", "name": "Rosa", "ubigeo": "080206"}'
+    assert (await reference.post("/v1/accounts", content=opening, headers=headers)).status_code == 201
+    for method, path, body in (
+        ("GET", "/v1/funding_account", None),
+        ("GET", "/v1/credit_batches?limit=0", None),
+        ("POST", "/v1/accounts", opening),  # replayed for both
+        ("GET", "/sim/clock", None),
+    ):
+        ours = await control.http.request(method, path, content=body, headers=headers)
+        theirs = await reference.request(method, path, content=body, headers=headers)
+        assert (ours.status_code, ours.headers.get("content-type")) == (
+            theirs.status_code,
+            theirs.headers.get("content-type"),
+        )
+        assert ours.headers.get("Idempotent-Replayed") == theirs.headers.get("Idempotent-Replayed")
+        assert ours.json().keys() == theirs.json().keys()
+        assert ours.headers["Request-Id"] != theirs.headers["Request-Id"]
+
+    def boom() -> dict[str, Any]:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(get_simulator(app).bank, "funding_json", boom)
+    with pytest.raises(RuntimeError, match="disk on fire"):  # application errors are raised, as before
+        await bank.get_funding_account()
+    await reference.aclose()
+    await bank.aclose()
+    await control.aclose()
+    await get_simulator(app).aclose()
 
 
 async def test_a_required_api_key_is_checked() -> None:
