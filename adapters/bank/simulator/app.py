@@ -640,6 +640,11 @@ def _sim_routes(sim: Simulator) -> APIRouter:
         data["faults_profile"] = sim.faults.name
         return _json(200, orjson.dumps(data))
 
+    @router.get("/savings", summary="What households keep in their accounts (savers, average balance)")
+    async def savings(monthly_transfer: int = 100_00) -> Response:
+        """Savings of the accounts that received program credits, overall and near/far from a pay point."""
+        return _json(200, orjson.dumps(sim.bank.savings_json(monthly_transfer)))
+
     @router.post("/snapshot", summary="Write a snapshot of the state now (file store)")
     async def snapshot() -> dict[str, Any]:
         """Write a snapshot of the state now (file store)."""

@@ -174,6 +174,13 @@ class SimControl:
         data: dict[str, Any] = response.json()
         return data
 
+    async def savings(self, monthly_transfer: int = 100_00) -> dict[str, Any]:
+        """Savers, their average balance and its share of the monthly transfer, overall and near/far."""
+        response = await self.http.get("/sim/savings", params={"monthly_transfer": monthly_transfer})
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
     async def snapshot(self) -> None:
         """Write a snapshot now (file-backed state)."""
         await self._post("/sim/snapshot", {})

@@ -1082,6 +1082,44 @@ class SimulatedBank:
         out.reverse()
         return out
 
+    def savings_json(self, monthly_transfer: int = 100_00) -> dict[str, Any]:
+        """What households kept in their accounts, as the savings pilot measured it.
+
+        Over accounts that received at least one program credit: how many keep a balance, their average
+        balance, and that average as a share of the monthly transfer (the pilot: 21% of users saved, keeping
+        on average 5.7% of the monthly transfer), overall and by distance to a pay point.
+        """
+        from adapters.bank.simulator.households import FAR
+
+        groups = {"near": [0, 0, 0], "far": [0, 0, 0]}  # credited accounts, savers, savers' total balance
+        balance, credits, profile = self.acc_balance, self.acc_credits, self.acc_profile
+        for account in range(1, len(balance)):
+            if not credits[account]:
+                continue
+            g = groups["far" if profile[account] & FAR else "near"]
+            g[0] += 1
+            if balance[account] > 0:
+                g[1] += 1
+                g[2] += balance[account]
+
+        def summary(accounts: int, savers: int, total: int) -> dict[str, Any]:
+            average = total // savers if savers else 0
+            return {
+                "accounts": accounts,
+                "savers": savers,
+                "saver_share": savers / accounts if accounts else 0.0,
+                "average_saver_balance": average,
+                "average_share_of_monthly_transfer": average / monthly_transfer if monthly_transfer else 0.0,
+            }
+
+        near, far = groups["near"], groups["far"]
+        return {
+            **summary(near[0] + far[0], near[1] + far[1], near[2] + far[2]),
+            "monthly_transfer": monthly_transfer,
+            "near": summary(*near),
+            "far": summary(*far),
+        }
+
     def stats_json(self) -> dict[str, Any]:
         """Counters: accounts, items by status, lines, events, replays, conflicts, faults."""
         counts = [0, 0, 0]

@@ -760,3 +760,33 @@ async def test_over_real_http_with_an_answer_lost_after_the_bank_applied_it() ->
         server.should_exit = True
         await task
         await get_simulator(app).aclose()
+
+
+async def test_savings_summary_follows_the_pilot_calibration() -> None:
+    """After credits and a month of behaviour, about a fifth keep a balance; far households save less."""
+    from adapters.bank.simulator import connect, create_app, get_simulator
+    from services.ports.bank import BatchItem, CreditBatch
+
+    app = create_app(seed=3)
+    bank, control = connect(app)
+    try:
+        opened = await control.seed_accounts((f"{50_000_000 + i:08d}", "María Quispe", "080206") for i in range(4_000))
+        await control.deposit_funding(4_000 * 200_00)
+        for b in range(4):
+            items = [
+                BatchItem(reference=f"S-{b}-{i}", dni=a.dni, amount=200_00, cci=a.cci)
+                for i, a in enumerate(opened[b * 1000 : (b + 1) * 1000])
+            ]
+            ack = await bank.submit_batch(CreditBatch.build(f"SAV-{b}", items), idempotency_key=f"sav-{b}")
+            while (await bank.get_batch(ack.id)).status != "settled":
+                await control.advance(hours=1)
+        await control.advance(days=40)
+        savings = await control.savings()
+    finally:
+        await bank.aclose()
+        await control.aclose()
+        await get_simulator(app).aclose()
+    assert savings["accounts"] == 4_000
+    assert 0.15 < savings["saver_share"] < 0.27
+    assert 0.01 < savings["average_share_of_monthly_transfer"] < 0.15
+    assert savings["far"]["saver_share"] < savings["near"]["saver_share"]
