@@ -62,13 +62,13 @@ async def measure(server: Server, args: argparse.Namespace, build: bool) -> None
             rows = [BulkTransfer(h, built.fund_id, PAYMENT) for h in built.household_ids]
             await run_chunks(db, rows, args.chunk, args.workers, "payment")
             build_seconds = time.perf_counter() - started
-        async with db.connection() as conn:
+        async with db.connection() as conn, db.connection() as helper:
             await conn.execute("analyze")
             started = time.perf_counter()
             sealed = await audit.seal(conn, block_size=args.block_size)
             seal_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            report = await audit.verify(conn)
+            report = await audit.verify(conn, helper)
             verify_seconds = time.perf_counter() - started
             postings = await conn.fetchval("select count(*) from ledger.postings")
     finally:

@@ -128,10 +128,10 @@ async def run(args: argparse.Namespace) -> None:
                 raise SystemExit(f"run check failed: fund {fund}, in-transit {transit}, status {s['run']['status']}")
             verify_s = None
             if args.verify:
-                async with db.connection() as conn:
+                async with db.connection() as conn, db.connection() as helper:
                     t = time.perf_counter()
                     await audit.seal(conn)
-                    report_ = await audit.verify(conn)
+                    report_ = await audit.verify(conn, helper)
                     verify_s = time.perf_counter() - t
                 if not report_.ok:
                     raise SystemExit(f"verify failed: {report_.problems[:3]}")

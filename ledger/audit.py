@@ -24,6 +24,7 @@ and name the block, transfer, account or posting.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,22 +193,41 @@ async def seal(conn: Connection, block_size: int = DEFAULT_BLOCK_SIZE, max_block
     return SealResult(blocks, transfers, head)
 
 
-async def verify(conn: Connection) -> VerifyReport:
+async def verify(conn: Connection, helper: Connection | None = None) -> VerifyReport:
     """Recompute the chain, every balance and the trial balance from the rows (read-only).
 
-    Runs in one repeatable-read, read-only transaction on ``conn`` so concurrent writes cannot produce
-    false alarms.
+    Runs in one repeatable-read, read-only snapshot so concurrent writes cannot produce false alarms.
+
+    Args:
+        conn: the connection to verify on.
+        helper: a second connection (not inside a transaction): the chain and the balance checks then run at
+            the same time, on the same snapshot (exported by ``conn``), each on its own connection.
     """
     report = VerifyReport()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(_CANONICAL_SESSION)
         report.transfers = await conn.fetchval("select count(*) from ledger.transfers")
-        await _verify_chain(conn, report)
-        await _verify_balances(conn, report)
-        await _verify_running_balances(conn, report)
-        await _verify_transfers(conn, report)
-        await _verify_trial_balance(conn, report)
+        if helper is None:
+            await _verify_chain(conn, report)
+            await _verify_books(conn, report)
+            return report
+        snapshot = await conn.fetchval("select pg_export_snapshot()")
+        books = VerifyReport()
+        async with helper.transaction(isolation="repeatable_read", readonly=True):
+            await helper.execute(f"set transaction snapshot '{snapshot}'")
+            await helper.execute(_CANONICAL_SESSION)
+            await asyncio.gather(_verify_chain(conn, report), _verify_books(helper, books))
+    for problem in books.problems:
+        report.add(**problem)
     return report
+
+
+async def _verify_books(conn: Connection, report: VerifyReport) -> None:
+    """Balances against postings, running balances, transfers, trial balance."""
+    await _verify_balances(conn, report)
+    await _verify_running_balances(conn, report)
+    await _verify_transfers(conn, report)
+    await _verify_trial_balance(conn, report)
 
 
 async def _verify_chain(conn: Connection, report: VerifyReport) -> None:

@@ -226,9 +226,9 @@ async def _run(d: Demo, db: Database, bank: Any, control: SimControl) -> None:
             console.print("simulated time advanced: households withdrew at agents and ATMs; some kept savings")
 
     with d.step("Verify the ledger"):
-        async with db.connection() as conn:
+        async with db.connection() as conn, db.connection() as helper:
             sealed = await audit.seal(conn)
-            verified = await audit.verify(conn)
+            verified = await audit.verify(conn, helper)
         state = "[bold green]ok[/]" if verified.ok else f"[bold red]{len(verified.problems)} problems[/]"
         console.print(
             f"verify: {state}: {verified.transfers:,} transfers, {verified.blocks} sealed blocks, head {verified.head}"

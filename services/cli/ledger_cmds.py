@@ -338,10 +338,10 @@ async def verify(
 
     Example: cct-ledger verify --json
     """
-    async with database() as db, db.connection() as conn:
+    async with database() as db, db.connection() as conn, db.connection() as helper:
         if seal_first:
             await audit.seal(conn)
-        report = await audit.verify(conn)
+        report = await audit.verify(conn, helper)
     if as_json:
         print_json(report.to_dict())
     else:

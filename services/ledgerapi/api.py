@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ledger import audit
@@ -164,10 +164,11 @@ async def reverse_transfer(
 
 
 @router.get("/ledger/verify", response_model=VerifyOut, summary="Verify the chain, balances and trial balance")
-async def verify(who: Auditor, conn: Conn) -> dict[str, Any]:
+async def verify(who: Auditor, conn: Conn, request: Request) -> dict[str, Any]:
     """Recompute the sealed chain, every balance from its postings and the trial balance. Read-only: the
     server seals new transfers in the background (`CCT_SEAL_INTERVAL_SECONDS`)."""
-    report = await audit.verify(conn)
+    async with request.app.state.database.connection() as helper:
+        report = await audit.verify(conn, helper)
     metrics.VERIFY_PROBLEMS.set(len(report.problems))
     return report.to_dict()
 

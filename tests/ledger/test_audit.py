@@ -137,3 +137,23 @@ async def test_block_size_does_not_change_what_verifies(conn: asyncpg.Connection
     result = await audit.seal(conn, block_size=size)
     assert result.transfers == 12
     assert (await audit.verify(conn)).ok
+
+
+async def test_parallel_verify_reports_the_same_problems(db: Database) -> None:
+    async with db.connection() as conn, db.connection() as helper:
+        await _history(conn)
+        await audit.seal(conn, block_size=5)
+        await conn.execute("set session_replication_role = replica")
+        await conn.execute("update ledger.postings set amount = amount - 100 where transfer_id = 3 and leg = 1")
+        await conn.execute("update ledger.transfers set description = 'x' where id = 9")
+        await conn.execute("set session_replication_role = origin")
+        alone = await audit.verify(conn)
+        together = await audit.verify(conn, helper)
+    assert not together.ok
+    assert together.problems == alone.problems
+    assert (together.transfers, together.sealed, together.blocks, together.head) == (
+        alone.transfers,
+        alone.sealed,
+        alone.blocks,
+        alone.head,
+    )
