@@ -43,6 +43,15 @@ async def init_connection(conn: asyncpg.Connection[Any]) -> None:
     await conn.set_type_codec("json", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """Release without the default reset query (a round trip on every release).
+
+    asyncpg still rolls back an open transaction before calling this. Nothing else outlives a pooled use:
+    settings are ``set local``, locks are transaction-level, and the one user of session state (a session
+    advisory lock) takes its connection through :meth:`Database.session`, which clears it.
+    """
+
+
 class Database:
     """An asyncpg pool with unit-of-work helpers.
 
@@ -64,6 +73,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             init=init_connection,
+            reset=_keep_session,
             server_settings={"application_name": "cct-ledger", "timezone": "UTC"},
         )
         return cls(pool, dsn)
@@ -76,6 +86,20 @@ class Database:
         """A pooled connection in autocommit mode (each statement is its own transaction)."""
         async with self.pool.acquire() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Connection]:
+        """A pooled connection that may hold session state (advisory locks): on release the locks are
+        dropped, or, if that cannot be done (cancelled, broken), the connection is closed rather than reused."""
+        async with self.pool.acquire() as conn:
+            try:
+                yield conn
+            finally:
+                try:
+                    await conn.execute("select pg_advisory_unlock_all()")
+                except BaseException:
+                    conn.terminate()
+                    raise
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[Connection]:

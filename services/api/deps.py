@@ -19,13 +19,17 @@ Id = Annotated[int, Path(ge=1, le=2**63 - 1, description="A numeric id.")]
 class Pagination:
     """``limit`` (1 to 1,000, default 100) and an opaque ``cursor`` from the previous page."""
 
-    def __init__(
-        self,
-        limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
-        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-    ) -> None:
+    def __init__(self, limit: int = 100, cursor: str | None = None) -> None:
         self.limit = limit
         self.cursor = cursor
+
+
+async def pagination(
+    limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> Pagination:
+    # Dependencies are coroutines: a plain function would run in the thread pool on every request.
+    return Pagination(limit, cursor)
 
 
 def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
@@ -87,7 +91,7 @@ Auditor = Annotated[Principal, require(Role.AUDITOR)]
 Admin = Annotated[Principal, require()]
 
 
-def idempotency_key(
+async def idempotency_key(
     key: Annotated[
         str | None,
         Header(
@@ -109,3 +113,13 @@ def idempotency_key(
 class MissingIdempotencyKey(AppError):
     type = "idempotency-key-required"
     title = "Idempotency-Key header required"
+
+
+Conn = Annotated[Connection, Depends(connection)]
+"""A pooled connection in autocommit mode."""
+UoW = Annotated[Connection, Depends(unit_of_work)]
+"""A connection inside a transaction committed when the route returns."""
+Key = Annotated[str, Depends(idempotency_key)]
+"""The request's ``Idempotency-Key``."""
+Paging = Annotated[Pagination, Depends(pagination)]
+"""``limit`` and ``cursor`` of a list route."""

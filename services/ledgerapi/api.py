@@ -6,24 +6,23 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ledger import audit
-from ledger.db import Connection
 from ledger.engine import Ledger
 from ledger.models import Transfer
 from services.api.deps import (
     Admin,
     Auditor,
+    Conn,
     Id,
-    Pagination,
+    Key,
+    Paging,
     Reader,
+    UoW,
     Writer,
-    connection,
-    idempotency_key,
     page,
-    unit_of_work,
 )
 from services.ledgerapi import metrics
 from services.ledgerapi.schemas import (
@@ -42,9 +41,6 @@ from services.ledgerapi.schemas import (
 )
 
 router = APIRouter(prefix="/v1", tags=["ledger"])
-Conn = Annotated[Connection, Depends(connection)]
-UoW = Annotated[Connection, Depends(unit_of_work)]
-Key = Annotated[str, Depends(idempotency_key)]
 
 
 class _ORJSON(JSONResponse):
@@ -75,7 +71,7 @@ async def create_account(
 async def list_accounts(
     who: Reader,
     conn: Conn,
-    pagination: Annotated[Pagination, Depends()],
+    pagination: Paging,
     prefix: Annotated[str, Query(max_length=200, description="Only codes starting with this")] = "",
 ) -> dict[str, Any]:
     accounts, cursor = await Ledger(conn).list_accounts(prefix=prefix, limit=pagination.limit, cursor=pagination.cursor)
@@ -104,7 +100,7 @@ async def balance(
 
 
 @router.get("/accounts/{code}/postings", response_model=dict[str, Any], summary="Statement, newest first")
-async def postings(code: str, who: Reader, conn: Conn, pagination: Annotated[Pagination, Depends()]) -> dict[str, Any]:
+async def postings(code: str, who: Reader, conn: Conn, pagination: Paging) -> dict[str, Any]:
     """The account's postings, newest first, each with the balance after it. Paginated: pass `next_cursor`
     back as `cursor`."""
     lines, cursor = await Ledger(conn).statement(code, limit=pagination.limit, cursor=pagination.cursor)

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ledger.db import Connection
-from services.api.deps import Approver, Id, Pagination, Reader, Writer, connection, page, unit_of_work
+from services.api.deps import Approver, Conn, Id, Paging, Reader, UoW, Writer, page
 from services.payments import report, repository, service
 from services.payments.errors import RunStateError
 from services.payments.execute import ExecuteOptions, RunExecutor
 from services.payments.schemas import RunCreate, RunOut
 
 router = APIRouter(prefix="/v1/payment-runs", tags=["payment runs"])
-Conn = Annotated[Connection, Depends(connection)]
-UoW = Annotated[Connection, Depends(unit_of_work)]
 log = structlog.get_logger(__name__)
 
 
@@ -41,9 +38,7 @@ async def create(body: RunCreate, who: Writer, conn: UoW) -> dict[str, Any]:
 
 
 @router.get("", summary="List runs, newest first")
-async def list_runs(
-    who: Reader, conn: Conn, pagination: Annotated[Pagination, Depends()], program: str | None = None
-) -> dict[str, Any]:
+async def list_runs(who: Reader, conn: Conn, pagination: Paging, program: str | None = None) -> dict[str, Any]:
     before = int(pagination.cursor) if pagination.cursor and pagination.cursor.isdigit() else None
     if pagination.cursor and before is None:
         raise RunStateError("cursor is not valid; use the next_cursor of a previous page")

@@ -144,7 +144,7 @@ class RunExecutor:
 
     async def execute(self) -> dict[str, Any]:
         """Run every remaining step; returns the run. Safe to call again at any time (it resumes)."""
-        async with self.db.connection() as lock_conn:
+        async with self.db.session() as lock_conn:
             await self._lock(lock_conn)
             try:
                 run = await self._start()

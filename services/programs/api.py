@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from ledger.db import Connection
-from services.api.deps import Pagination, Reader, Writer, connection, idempotency_key, page, unit_of_work
+from services.api.deps import Conn, Key, Paging, Reader, UoW, Writer, page
 from services.programs import service
 from services.programs.errors import ProgramError
 from services.programs.schemas import (
@@ -22,9 +21,6 @@ from services.programs.schemas import (
 )
 
 router = APIRouter(prefix="/v1/programs", tags=["programs"])
-Conn = Annotated[Connection, Depends(connection)]
-UoW = Annotated[Connection, Depends(unit_of_work)]
-Key = Annotated[str, Depends(idempotency_key)]
 
 
 def _encode(code: str) -> str:
@@ -42,7 +38,7 @@ def _decode(cursor: str) -> str:
 
 
 @router.get("", response_model=dict[str, Any], summary="List programs")
-async def list_programs(who: Reader, conn: Conn, pagination: Annotated[Pagination, Depends()]) -> dict[str, Any]:
+async def list_programs(who: Reader, conn: Conn, pagination: Paging) -> dict[str, Any]:
     """Programs in code order, paginated."""
     after = _decode(pagination.cursor) if pagination.cursor else None
     found = await service.list_programs(conn, after=after, limit=pagination.limit + 1)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
-from ledger.db import Connection
-from services.api.deps import Pagination, Reader, Writer, connection, page, unit_of_work
+from services.api.deps import Conn, Paging, Reader, UoW, Writer, page
 from services.auth.service import Role
 from services.registry import service
 from services.registry.errors import InvalidImportFile
@@ -15,8 +14,6 @@ from services.registry.padron import CsvSource
 from services.registry.schemas import HouseholdDetailOut, HouseholdOut, ImportOut
 
 router = APIRouter(prefix="/v1", tags=["registry"])
-Conn = Annotated[Connection, Depends(connection)]
-UoW = Annotated[Connection, Depends(unit_of_work)]
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 FileName = Annotated[str, Query(max_length=200, description="Recorded with the import.")]
 
@@ -38,7 +35,7 @@ async def _csv_body(request: Request, name: str) -> CsvSource:
 async def list_households(
     who: Reader,
     conn: Conn,
-    pagination: Annotated[Pagination, Depends()],
+    pagination: Paging,
     ubigeo: Annotated[str | None, Query(description="6-digit district code.")] = None,
     status: Annotated[str | None, Query(description="active, inactive or exited.")] = None,
     program: Annotated[str | None, Query(description="Program code.")] = None,

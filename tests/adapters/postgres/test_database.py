@@ -1,0 +1,69 @@
+"""The pool: releases skip the reset round trip, yet no state leaks from one use of a connection to the next."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from adapters.postgres.database import Database
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def _lock_is_free(url: str, key: int) -> bool:
+    other = await asyncpg.connect(url)
+    try:
+        free = await other.fetchval("select pg_try_advisory_lock(42, $1)", key)
+        if free:
+            await other.execute("select pg_advisory_unlock(42, $1)", key)
+        return bool(free)
+    finally:
+        await other.close()
+
+
+async def test_session_releases_advisory_locks(db_url: str) -> None:
+    db = await Database.connect(db_url, min_size=1, max_size=1)
+    try:
+        async with db.session() as conn:
+            assert await conn.fetchval("select pg_try_advisory_lock(42, 1)")
+            assert not await _lock_is_free(db_url, 1)
+        assert await _lock_is_free(db_url, 1)
+        # the one pooled connection is reused, with its lock gone
+        async with db.connection() as conn:
+            assert await conn.fetchval("select count(*) from pg_locks where locktype = 'advisory'") == 0
+    finally:
+        await db.close()
+
+
+async def test_cancelled_session_does_not_return_a_locked_connection(db_url: str) -> None:
+    db = await Database.connect(db_url, min_size=1, max_size=1)
+    started = asyncio.Event()
+
+    async def hold() -> None:
+        async with db.session() as conn:
+            await conn.fetchval("select pg_try_advisory_lock(42, 2)")
+            started.set()
+            await asyncio.sleep(3600)
+
+    try:
+        task = asyncio.create_task(hold())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _lock_is_free(db_url, 2)
+    finally:
+        await db.close()
+
+
+async def test_an_open_transaction_is_rolled_back_on_release(db_url: str) -> None:
+    db = await Database.connect(db_url, min_size=1, max_size=1)
+    try:
+        async with db.connection() as conn:
+            await conn.execute("begin; create table leak (x int)")
+        async with db.connection() as conn:
+            assert await conn.fetchval("select to_regclass('leak')") is None
+    finally:
+        await db.close()
