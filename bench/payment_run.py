@@ -109,7 +109,12 @@ async def run(args: argparse.Namespace) -> None:
             timings["approve"] = time.perf_counter() - t
             phases = Phases()
             t = time.perf_counter()
-            options = ExecuteOptions(concurrency=args.concurrency, settle_group=args.settle_group, poll_interval=0.0)
+            options = ExecuteOptions(
+                concurrency=args.concurrency,
+                settle_group=args.settle_group,
+                apply_workers=args.apply_workers,
+                poll_interval=0.0,
+            )
             await RunExecutor(db, bank, run_id, "maker", phases, options).execute()
             end = time.perf_counter()
             timings["execute"] = end - t
@@ -172,7 +177,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--faults", default="none", help="bank fault profile (default none)")
     parser.add_argument("--concurrency", type=int, default=8, help="bank requests in flight (default 8)")
-    parser.add_argument("--settle-group", type=int, default=50, help="settled batches per ledger transaction")
+    parser.add_argument("--settle-group", type=int, default=10, help="settled batches per ledger transaction")
+    parser.add_argument(
+        "--apply-workers", type=int, default=2, help="ledger transactions applying settled groups at once"
+    )
     parser.add_argument("--verify", action="store_true", help="also seal and verify the ledger afterwards")
     add_server_args(parser)
     asyncio.run(run(parser.parse_args()))

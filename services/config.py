@@ -67,7 +67,10 @@ class Settings(BaseSettings):
     )
     run_concurrency: int = Field(default=8, ge=1, le=64, description="Bank requests in flight while a run executes.")
     run_settle_group: int = Field(
-        default=50, ge=1, le=1000, description="Settled bank batches applied to the ledger per transaction."
+        default=10, ge=1, le=1000, description="Settled bank batches applied to the ledger per transaction."
+    )
+    run_apply_workers: int = Field(
+        default=2, ge=1, le=16, description="Ledger transactions applying settled groups at once during a run."
     )
     run_poll_seconds: float = Field(
         default=0.2, ge=0, description="Pause between polls of the bank when no batch settled."

@@ -82,6 +82,7 @@ class ExecuteOptions:
     Attributes:
         concurrency: bank requests in flight (batch submissions or lookups).
         settle_group: settled batches applied per ledger transaction.
+        apply_workers: ledger transactions applying settled groups at once (each on its own connection).
         poll_interval: seconds to wait between polling rounds that found nothing settled.
         settle_timeout: stop waiting for the bank after this many seconds (resume later).
         submit_rounds: passes over unsubmitted batches before giving up for now.
@@ -89,7 +90,8 @@ class ExecuteOptions:
     """
 
     concurrency: int = 8
-    settle_group: int = 50
+    settle_group: int = 10
+    apply_workers: int = 2
     poll_interval: float = 0.2
     settle_timeout: float = 3600.0
     submit_rounds: int = 6
@@ -101,6 +103,7 @@ class ExecuteOptions:
         return cls(
             concurrency=settings.run_concurrency,
             settle_group=settings.run_settle_group,
+            apply_workers=settings.run_apply_workers,
             poll_interval=settings.run_poll_seconds,
         )
 
@@ -308,6 +311,7 @@ class RunExecutor:
         self.progress.advance("settle", await self._settled_items())
         deadline = time.monotonic() + self.options.settle_timeout
         gate = asyncio.Semaphore(self.options.concurrency)
+        workers = asyncio.Semaphore(self.options.apply_workers)
         while pending:
 
             async def look(batch: dict[str, Any]) -> _Settled | None:
@@ -322,21 +326,29 @@ class RunExecutor:
                         return None
                 return _Settled(batch, found, items)
 
-            # Apply as results arrive, a group at a time, while the other lookups are still in flight.
+            # Apply as results arrive, a group per transaction, up to `apply_workers` transactions at once,
+            # while the other lookups are still in flight. Groups hold different batches; a failure cancels
+            # the others (each is one transaction: applied whole or not at all) and resuming redoes them.
             applied: set[int] = set()
             found = 0
             buffer: list[_Settled] = []
-            for next_done in asyncio.as_completed([look(b) for b in pending]):
-                settled = await next_done
-                if settled is None:
-                    continue
-                found += 1
-                buffer.append(settled)
-                if len(buffer) >= self.options.settle_group:
-                    applied |= await self._apply(run, buffer)
-                    buffer = []
-            if buffer:
-                applied |= await self._apply(run, buffer)
+
+            async def apply(group: list[_Settled], into: set[int]) -> None:
+                async with workers:
+                    into.update(await self._apply(run, group))
+
+            async with asyncio.TaskGroup() as appliers:
+                for next_done in asyncio.as_completed([look(b) for b in pending]):
+                    settled = await next_done
+                    if settled is None:
+                        continue
+                    found += 1
+                    buffer.append(settled)
+                    if len(buffer) >= self.options.settle_group:
+                        appliers.create_task(apply(buffer, applied))
+                        buffer = []
+                if buffer:
+                    appliers.create_task(apply(buffer, applied))
             pending = [b for b in pending if b["batch_no"] not in applied]
             if pending:
                 if time.monotonic() > deadline:
@@ -400,11 +412,6 @@ class RunExecutor:
                         rejected_n += 1
                         rejected_sum += p["amount"]
                 totals.append((s.batch["batch_no"], credited_n, credited_sum, rejected_n, rejected_sum))
-                hold, n = s.batch["hold_transfer_id"], s.batch["batch_no"]
-                if credited_sum > 0:
-                    await led.post(hold, f"run:{self.run_id}:batch:{n}:post", amount=credited_sum)
-                else:
-                    await led.void(hold, f"run:{self.run_id}:batch:{n}:void", reason="every item rejected")
             transfer_ids: list[int | None] = []
             if credited_ids:
                 codes = [household_account(h) for h in credited_households]
@@ -449,6 +456,15 @@ class RunExecutor:
                 self.run_id,
                 *[list(col) for col in zip(*totals, strict=True)],
             )
+            # Last, the holds: they lock the program's fund and in-transit accounts (hot, shared by every
+            # group), so another group's transaction waits for them only from here to the commit.
+            credited_by_batch = {t[0]: t[2] for t in totals}
+            for s, _ in checked:
+                hold, n = s.batch["hold_transfer_id"], s.batch["batch_no"]
+                if credited_by_batch[n] > 0:
+                    await led.post(hold, f"run:{self.run_id}:batch:{n}:post", amount=credited_by_batch[n])
+                else:
+                    await led.void(hold, f"run:{self.run_id}:batch:{n}:void", reason="every item rejected")
         self.progress.advance("settle", len(outcome_ids))
         return {s.batch["batch_no"] for s, _ in checked}
 
