@@ -17,3 +17,7 @@ class DatabasePort(Protocol):
     def unit_of_work(self) -> AbstractAsyncContextManager[Connection]:
         """A pooled connection inside a transaction: commit on success, rollback on error."""
         ...
+
+    def session(self) -> AbstractAsyncContextManager[Connection]:
+        """A pooled connection that may hold session state (advisory locks), cleared on release."""
+        ...
