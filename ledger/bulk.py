@@ -240,12 +240,9 @@ async def _write(conn: Connection, legs_sql: str, phase: Phase) -> None:
     await conn.execute(legs_sql)
     # No ANALYZE of the work tables: the default estimates give the plans we want (measured: with fresh
     # statistics the postings insert was slower), and the balance move's join order is fixed anyway.
-    hot: list[int] = [
-        r["id"]
-        for r in await conn.fetch(
-            "select id from ledger.accounts where hot and id in (select distinct account_id from bulk_legs)"
-        )
-    ]
+    # Every hot account, in the chunk or not (a few; by a partial index): one without legs moves nothing.
+    # Intersecting them with the chunk's legs first cost a hash of the chunk's accounts (0.17 s a chunk).
+    hot: list[int] = [r["id"] for r in await conn.fetch("select id from ledger.accounts where hot")]
     await conn.execute("set local enable_hashjoin = off; set local enable_mergejoin = off")
     try:
         await conn.execute(_MOVE_BALANCES, phase.value, False, hot)
