@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+import pytest_asyncio
 
 from adapters.postgres.database import Database
 
@@ -23,22 +25,27 @@ async def _lock_is_free(url: str, key: int) -> bool:
         await other.close()
 
 
-async def test_session_releases_advisory_locks(db_url: str) -> None:
-    db = await Database.connect(db_url, min_size=1, max_size=1)
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """A pool of one connection: every use reuses the same server session."""
+    database = await Database.connect(db_url, min_size=1, max_size=1)
     try:
-        async with db.session() as conn:
-            assert await conn.fetchval("select pg_try_advisory_lock(42, 1)")
-            assert not await _lock_is_free(db_url, 1)
-        assert await _lock_is_free(db_url, 1)
-        # the one pooled connection is reused, with its lock gone
-        async with db.connection() as conn:
-            assert await conn.fetchval("select count(*) from pg_locks where locktype = 'advisory'") == 0
+        yield database
     finally:
-        await db.close()
+        await database.close()
 
 
-async def test_cancelled_session_does_not_return_a_locked_connection(db_url: str) -> None:
-    db = await Database.connect(db_url, min_size=1, max_size=1)
+async def test_session_releases_advisory_locks(db: Database, db_url: str) -> None:
+    async with db.session() as conn:
+        assert await conn.fetchval("select pg_try_advisory_lock(42, 1)")
+        assert not await _lock_is_free(db_url, 1)
+    assert await _lock_is_free(db_url, 1)
+    # the one pooled connection is reused, with its lock gone
+    async with db.connection() as conn:
+        assert await conn.fetchval("select count(*) from pg_locks where locktype = 'advisory'") == 0
+
+
+async def test_cancelled_session_does_not_return_a_locked_connection(db: Database, db_url: str) -> None:
     started = asyncio.Event()
 
     async def hold() -> None:
@@ -47,23 +54,16 @@ async def test_cancelled_session_does_not_return_a_locked_connection(db_url: str
             started.set()
             await asyncio.sleep(3600)
 
-    try:
-        task = asyncio.create_task(hold())
-        await started.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert await _lock_is_free(db_url, 2)
-    finally:
-        await db.close()
+    task = asyncio.create_task(hold())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _lock_is_free(db_url, 2)
 
 
-async def test_an_open_transaction_is_rolled_back_on_release(db_url: str) -> None:
-    db = await Database.connect(db_url, min_size=1, max_size=1)
-    try:
-        async with db.connection() as conn:
-            await conn.execute("begin; create table leak (x int)")
-        async with db.connection() as conn:
-            assert await conn.fetchval("select to_regclass('leak')") is None
-    finally:
-        await db.close()
+async def test_an_open_transaction_is_rolled_back_on_release(db: Database) -> None:
+    async with db.connection() as conn:
+        await conn.execute("begin; create table leak (x int)")
+    async with db.connection() as conn:
+        assert await conn.fetchval("select to_regclass('leak')") is None
