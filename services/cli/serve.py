@@ -19,7 +19,7 @@ def serve(
     """
     s = settings()
     uvicorn.run(
-        "services.api.app:create_app",
+        "services.api.app:serve_app",
         factory=True,
         host=host or s.host,
         port=port or s.port,

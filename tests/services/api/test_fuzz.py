@@ -41,7 +41,7 @@ def server(db_url: str) -> Iterator[str]:
             sys.executable,
             "-m",
             "uvicorn",
-            "services.api.app:create_app",
+            "services.api.app:serve_app",
             "--factory",
             "--port",
             str(port),
