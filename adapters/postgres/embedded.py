@@ -50,6 +50,9 @@ _COMMON_SETTINGS = {
     "max_connections": "200",
     "shared_buffers": "256MB",
     "max_wal_size": "4GB",
+    # A bulk chunk writes tens of megabytes of WAL: with the default (8 MB here) backends wait to flush
+    # the buffer themselves. Measured: 1,000,000 bulk transfers in 28.9 s instead of 32.4 s (medians of 3).
+    "wal_buffers": "64MB",
     "checkpoint_timeout": "15min",
     "max_locks_per_transaction": "1024",
     "timezone": "UTC",
