@@ -31,21 +31,18 @@ declare
 begin
     -- per transfer: every phase balances and has two or more postings; one phase, except a partial post
     -- (phases 2 and 3: commit what is posted, release the rest)
-    select n.transfer_id, min(n.phase) as lo, max(n.phase) as hi,
-           coalesce(sum(n.amount) filter (where n.phase = 0), 0) as s0,
-           coalesce(sum(n.amount) filter (where n.phase = 1), 0) as s1,
-           coalesce(sum(n.amount) filter (where n.phase = 2), 0) as s2,
-           coalesce(sum(n.amount) filter (where n.phase = 3), 0) as s3,
-           count(*) filter (where n.phase = 0) as c0, count(*) filter (where n.phase = 1) as c1,
-           count(*) filter (where n.phase = 2) as c2, count(*) filter (where n.phase = 3) as c3
-      into bad
-      from new_postings n
-     group by n.transfer_id
-    having sum(n.amount) filter (where n.phase = 0) <> 0 or sum(n.amount) filter (where n.phase = 1) <> 0
-        or sum(n.amount) filter (where n.phase = 2) <> 0 or sum(n.amount) filter (where n.phase = 3) <> 0
-        or count(*) filter (where n.phase = 0) = 1 or count(*) filter (where n.phase = 1) = 1
-        or count(*) filter (where n.phase = 2) = 1 or count(*) filter (where n.phase = 3) = 1
-        or (min(n.phase) <> max(n.phase) and not (min(n.phase) = 2 and max(n.phase) = 3))
+    select g.* into bad
+      from (select n.transfer_id, min(n.phase) as lo, max(n.phase) as hi,
+                   coalesce(sum(n.amount) filter (where n.phase = 0), 0) as s0,
+                   coalesce(sum(n.amount) filter (where n.phase = 1), 0) as s1,
+                   coalesce(sum(n.amount) filter (where n.phase = 2), 0) as s2,
+                   coalesce(sum(n.amount) filter (where n.phase = 3), 0) as s3,
+                   count(*) filter (where n.phase = 0) as c0, count(*) filter (where n.phase = 1) as c1,
+                   count(*) filter (where n.phase = 2) as c2, count(*) filter (where n.phase = 3) as c3
+              from new_postings n
+             group by n.transfer_id) g
+     where g.s0 <> 0 or g.s1 <> 0 or g.s2 <> 0 or g.s3 <> 0 or 1 in (g.c0, g.c1, g.c2, g.c3)
+        or (g.lo <> g.hi and not (g.lo = 2 and g.hi = 3))
      limit 1;
     if not found then
         return null;

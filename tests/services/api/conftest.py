@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -23,8 +24,9 @@ class Api:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def api(db: Database) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def open_api(db: Database) -> AsyncIterator[Api]:
+    """The API on ``db`` (no lifespan: the database is set on the app's state), a token per role."""
     tokens = {}
     async with db.connection() as conn:
         for role in ("admin", "operator", "approver", "auditor"):
@@ -33,3 +35,9 @@ async def api(db: Database) -> AsyncIterator[Api]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield Api(client, tokens)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def api(db: Database) -> AsyncIterator[Api]:
+    async with open_api(db) as client:
+        yield client

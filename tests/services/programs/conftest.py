@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from typer.testing import CliRunner, Result
 
 from adapters.postgres.database import Database
 from ledger.db import Connection
-from services.api.app import create_app
-from services.auth.service import create_token
-from services.config import Settings, get_settings
+from services.config import get_settings
 from services.programs.catalog import read_programs_file
 from services.programs.service import load_programs
+from tests.services.api.conftest import Api, open_api
 
 TODAY = date(2026, 11, 28)
 HOUSEHOLD_COLUMNS = (
@@ -80,29 +77,11 @@ async def set_compliance(conn: Connection, program: str, period: str, household_
     )
 
 
-@dataclass
-class Api:
-    """An HTTP client on the app, with a token per role."""
-
-    client: httpx.AsyncClient
-    tokens: dict[str, str]
-
-    def auth(self, role: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"}
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(loaded: Database) -> AsyncIterator[Api]:
-    """The API (no lifespan: the database is set on the app's state) with programs loaded."""
-    tokens = {}
-    async with loaded.connection() as conn:
-        for role in ("admin", "operator", "approver", "auditor"):
-            tokens[role], _ = await create_token(conn, f"{role}-user", role)
-    app = create_app(Settings(token_cache_seconds=0), database=loaded, background=False)
-    app.state.database = loaded
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield Api(client, tokens)
+    """The API with programs loaded."""
+    async with open_api(loaded) as client:
+        yield client
 
 
 class Cli:
