@@ -339,7 +339,7 @@ class Ledger:
         except asyncpg.PostgresError as e:
             _raise_translated(e)
             raise
-        return Transfer.from_json(data)
+        return Transfer.created(request, data)
 
     async def transfer_batch(self, items: Sequence[tuple[str, TransferRequest]]) -> list[Transfer]:
         """Create up to 10,000 transfers, each with its own idempotency key, all or nothing.
@@ -380,7 +380,7 @@ class Ledger:
         except asyncpg.PostgresError as e:
             _raise_translated(e)
             raise
-        return [Transfer.from_json(r) for r in rows]
+        return [Transfer.created(req, r) for (_, req), r in zip(items, rows, strict=True)]
 
     async def post(
         self,

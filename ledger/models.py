@@ -257,6 +257,42 @@ class Transfer:
     replayed: bool = False
 
     @classmethod
+    def created(cls, request: TransferRequest, data: dict[str, Any]) -> Transfer:
+        """The transfer a request created, from what the database recorded (id, times, actor).
+
+        ``ledger.create_transfer`` returns (and stores with the idempotency key) only what the request does
+        not say; a replay's request is the same request (same hash), so it yields the same transfer.
+        Responses stored whole by earlier versions are read as they are.
+        """
+        if "postings" in data:
+            return cls.from_json(data)
+        effective = _dt(data["effective_at"])
+        created = _dt(data["created_at"])
+        assert effective is not None
+        assert created is not None
+        return cls(
+            id=int(data["id"]),
+            kind="pending" if request.pending else "transfer",
+            status="pending" if request.pending else "posted",
+            currency=request.currency,
+            postings=tuple(
+                {"account": p.account, "debit": p.debit} if p.debit else {"account": p.account, "credit": p.credit}
+                for p in request.postings
+            ),
+            effective_at=effective,
+            created_at=created,
+            expires_at=_dt(data.get("expires_at")),
+            description=request.description,
+            metadata=request.metadata,
+            actor=data.get("actor", ""),
+            pending_id=None,
+            reverses_id=None,
+            resolved_by=None,
+            reversed_by=None,
+            replayed=bool(data.get("replayed", False)),
+        )
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> Transfer:
         effective = _dt(data["effective_at"])
         created = _dt(data["created_at"])

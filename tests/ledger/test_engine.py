@@ -86,6 +86,42 @@ async def test_overdraft_refused_names_the_account_and_changes_nothing(ledger: L
     assert (await ledger.balance(HH1)).version == 0
 
 
+async def test_one_account_on_several_legs_moves_once_per_posting(ledger: Ledger, conn: asyncpg.Connection) -> None:
+    await ledger.transfer(pay(TREASURY, FUND, 100_00), "fund")
+    split = TransferRequest(
+        (
+            PostingSpec(FUND, debit=30_00),
+            PostingSpec(HH1, credit=30_00),
+            PostingSpec(FUND, debit=20_00),
+            PostingSpec(HH2, credit=20_00),
+        ),
+        "PEN",
+    )
+    t = await ledger.transfer(split, "split")
+    rows = await conn.fetch(
+        """select a.code, p.leg, p.version, p.posted_after from ledger.postings p
+             join ledger.accounts a on a.id = p.account_id where p.transfer_id = $1 order by p.leg""",
+        t.id,
+    )
+    # each posting records the balance after itself: the fund's two legs follow each other
+    assert [tuple(r) for r in rows] == [
+        (FUND, 1, 2, 70_00),
+        (HH1, 2, 1, 30_00),
+        (FUND, 3, 3, 50_00),
+        (HH2, 4, 1, 20_00),
+    ]
+    assert ((await ledger.balance(FUND)).posted, (await ledger.balance(FUND)).version) == (50_00, 3)
+    with pytest.raises(InsufficientFunds) as err:  # 30 + 30 out of 50: the second leg overdraws
+        await ledger.transfer(
+            TransferRequest(
+                (PostingSpec(FUND, debit=30_00), PostingSpec(HH1, credit=60_00), PostingSpec(FUND, debit=30_00)), "PEN"
+            ),
+            "too-much",
+        )
+    assert (err.value.extra["account"], err.value.extra["available"]) == (FUND, 50_00)
+    assert (await ledger.balance(FUND)).version == 3
+
+
 async def test_two_phase_hold_counts_against_available_then_posts_once(ledger: Ledger) -> None:
     await ledger.transfer(pay(TREASURY, FUND, 300_00), "fund")
     hold = await ledger.transfer(pay(FUND, HH1, 200_00, pending=True), "hold")
