@@ -17,10 +17,10 @@ from services.api.deps import (
     Auditor,
     Conn,
     Id,
-    Key,
     Paging,
     Reader,
     UoW,
+    Write,
     Writer,
     page,
 )
@@ -108,14 +108,14 @@ async def postings(code: str, who: Reader, conn: Conn, pagination: Paging) -> di
 
 
 @router.post("/transfers", status_code=201, response_model=TransferOut, summary="Create a transfer")
-async def create_transfer(body: TransferCreate, who: Writer, conn: Conn, key: Key) -> Response:
+async def create_transfer(body: TransferCreate, call: Write) -> Response:
     """Create a posted transfer, or a pending one (a hold) with `"pending": true`.
 
     Postings must balance (debits = credits) in one currency. Replaying the same `Idempotency-Key` with the
     same body returns the first result (header `Idempotent-Replayed: true`); the same key with another body
     is refused with 409.
     """
-    return _transfer_response(await Ledger(conn, who.name).transfer(body.to_request(), key))
+    return _transfer_response(await Ledger(call.conn, call.who.name).transfer(body.to_request(), call.key))
 
 
 @router.post("/transfers/batch", status_code=201, summary="Create up to 10,000 transfers, all or nothing")
@@ -133,29 +133,23 @@ async def get_transfer(transfer_id: Id, who: Reader, conn: Conn) -> Response:
 
 
 @router.post("/transfers/{transfer_id}/post", response_model=TransferOut, summary="Post a pending transfer")
-async def post_transfer(
-    transfer_id: Id, who: Writer, conn: Conn, key: Key, body: PostRequest | None = None
-) -> Response:
+async def post_transfer(transfer_id: Id, call: Write, body: PostRequest | None = None) -> Response:
     body = body or PostRequest()
-    t = await Ledger(conn, who.name).post(transfer_id, key, body.effective_at, body.amount)
+    t = await Ledger(call.conn, call.who.name).post(transfer_id, call.key, body.effective_at, body.amount)
     return _transfer_response(t, 200)
 
 
 @router.post("/transfers/{transfer_id}/void", response_model=TransferOut, summary="Void a pending transfer")
-async def void_transfer(
-    transfer_id: Id, who: Writer, conn: Conn, key: Key, body: VoidRequest | None = None
-) -> Response:
+async def void_transfer(transfer_id: Id, call: Write, body: VoidRequest | None = None) -> Response:
     body = body or VoidRequest()
-    return _transfer_response(await Ledger(conn, who.name).void(transfer_id, key, body.reason), 200)
+    return _transfer_response(await Ledger(call.conn, call.who.name).void(transfer_id, call.key, body.reason), 200)
 
 
 @router.post("/transfers/{transfer_id}/reverse", status_code=201, response_model=TransferOut, summary="Reverse")
-async def reverse_transfer(
-    transfer_id: Id, who: Writer, conn: Conn, key: Key, body: ReverseRequest | None = None
-) -> Response:
+async def reverse_transfer(transfer_id: Id, call: Write, body: ReverseRequest | None = None) -> Response:
     """Reverse a posted transfer with a new transfer of opposite postings; a transfer is reversed at most once."""
     body = body or ReverseRequest()
-    t = await Ledger(conn, who.name).reverse(transfer_id, key, body.description, body.effective_at)
+    t = await Ledger(call.conn, call.who.name).reverse(transfer_id, call.key, body.description, body.effective_at)
     return _transfer_response(t)
 
 
