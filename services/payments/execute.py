@@ -312,18 +312,30 @@ class RunExecutor:
         deadline = time.monotonic() + self.options.settle_timeout
         gate = asyncio.Semaphore(self.options.concurrency)
         workers = asyncio.Semaphore(self.options.apply_workers)
+        # Back-pressure: a batch's items are read only when there is room for them, and the room is given
+        # back once their group is applied. Without it a fast bank's results pile up ahead of the ledger
+        # (every item of the run in memory at once).
+        room = asyncio.Semaphore(
+            self.options.settle_group * (self.options.apply_workers + 1) + self.options.concurrency
+        )
         while pending:
 
             async def look(batch: dict[str, Any]) -> _Settled | None:
-                async with gate:
-                    try:
+                await room.acquire()
+                try:
+                    async with gate:
                         found = await self.bank.get_batch(batch["bank_batch_id"])
                         if found.status is not BatchStatus.SETTLED:
+                            room.release()
                             return None
                         items = [i async for i in self.bank.iter_batch_items(found.id)]
-                    except BankRetryableError as e:
-                        self.log.warning("run.poll_failed", batch=batch["batch_no"], error=e.type)
-                        return None
+                except BankRetryableError as e:
+                    room.release()
+                    self.log.warning("run.poll_failed", batch=batch["batch_no"], error=e.type)
+                    return None
+                except BaseException:
+                    room.release()
+                    raise
                 return _Settled(batch, found, items)
 
             # Apply as results arrive, a group per transaction, up to `apply_workers` transactions at once,
@@ -334,8 +346,12 @@ class RunExecutor:
             buffer: list[_Settled] = []
 
             async def apply(group: list[_Settled], into: set[int]) -> None:
-                async with workers:
-                    into.update(await self._apply(run, group))
+                try:
+                    async with workers:
+                        into.update(await self._apply(run, group))
+                finally:
+                    for _ in group:
+                        room.release()
 
             async with asyncio.TaskGroup() as appliers:
                 for next_done in asyncio.as_completed([look(b) for b in pending]):
