@@ -266,31 +266,18 @@ class Transfer:
         """
         if "postings" in data:
             return cls.from_json(data)
-        effective = _dt(data["effective_at"])
-        created = _dt(data["created_at"])
-        assert effective is not None
-        assert created is not None
-        return cls(
-            id=int(data["id"]),
-            kind="pending" if request.pending else "transfer",
-            status="pending" if request.pending else "posted",
-            currency=request.currency,
-            postings=tuple(
+        said = {
+            "kind": "pending" if request.pending else "transfer",
+            "status": "pending" if request.pending else "posted",
+            "currency": request.currency,
+            "postings": [
                 {"account": p.account, "debit": p.debit} if p.debit else {"account": p.account, "credit": p.credit}
                 for p in request.postings
-            ),
-            effective_at=effective,
-            created_at=created,
-            expires_at=_dt(data.get("expires_at")),
-            description=request.description,
-            metadata=request.metadata,
-            actor=data.get("actor", ""),
-            pending_id=None,
-            reverses_id=None,
-            resolved_by=None,
-            reversed_by=None,
-            replayed=bool(data.get("replayed", False)),
-        )
+            ],
+            "description": request.description,
+            "metadata": request.metadata,
+        }
+        return cls.from_json({**data, **said})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Transfer:
