@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -48,9 +48,11 @@ from ledger.money import require_currency, require_minor_units
 MAX_CHUNK = 200_000
 
 
-@dataclass(frozen=True, slots=True)
-class BulkTransfer:
+class BulkTransfer(NamedTuple):
     """One two-posting transfer of a bulk chunk: ``amount`` from the credit account to the debit account.
+
+    A named tuple (immutable, and built several times faster than a frozen dataclass: a payment run makes
+    one per household).
 
     Attributes:
         debit_account_id: the account debited (e.g. a household's savings account, an asset).
@@ -268,6 +270,7 @@ async def bulk_transfer(
     effective_at: datetime | None = None,
     description: str = "",
     actor: str = "",
+    transfer_ids: Sequence[int] | None = None,
 ) -> BulkResult:
     """Write one chunk of two-posting transfers (posted, or pending holds) set-based.
 
@@ -281,14 +284,23 @@ async def bulk_transfer(
         effective_at: business time (default: now); refused inside a closed period.
         description: stored on every transfer.
         actor: who acts.
+        transfer_ids: ids reserved beforehand with :func:`reserve_transfer_ids` in this transaction, one per
+            row, for a caller that records them before the ledger is written (the payment run writes its
+            outcomes first, so it holds the hot accounts' locks for less time). A replayed chunk returns
+            the ids it stored, which the caller must compare.
 
     Raises:
-        InvalidTransfer: a row is malformed (its index is named).
+        InvalidTransfer: a row is malformed (its index is named), or ``transfer_ids`` does not match.
         AccountNotFound, AccountClosed, CurrencyMismatch, InsufficientFunds, PeriodClosed,
         IdempotencyConflict.
     """
     _require_transaction(conn)
     require_currency(currency)
+    if transfer_ids is not None and (len(transfer_ids) != len(rows) or len(set(transfer_ids)) != len(rows)):
+        raise InvalidTransfer(
+            f"transfer_ids: {len(transfer_ids)} reserved id(s), {len(set(transfer_ids))} distinct, for "
+            f"{len(rows)} row(s); reserve one per row"
+        )
     if not rows:
         return BulkResult([], False)
     if len(rows) > MAX_CHUNK:
@@ -323,7 +335,7 @@ async def bulk_transfer(
         return BulkResult(stored, True)
     try:
         return await _bulk_transfer(
-            conn, staged, key, digest, currency, pending, expires_at, effective_at, description, actor
+            conn, staged, key, digest, currency, pending, expires_at, effective_at, description, actor, transfer_ids
         )
     except asyncpg.PostgresError as e:
         _raise_translated(e)
@@ -341,13 +353,14 @@ async def _bulk_transfer(
     effective_at: datetime | None,
     description: str,
     actor: str,
+    transfer_ids: Sequence[int] | None = None,
 ) -> BulkResult:
     now: datetime = await conn.fetchval("select clock_timestamp()")
     effective = effective_at or now
     await conn.execute("select ledger.assert_period_open($1)", effective)
     if expires_at is not None and expires_at <= now:
         raise InvalidTransfer(f"expires_at {expires_at.isoformat()} is not in the future")
-    ids = await reserve_transfer_ids(conn, len(staged))
+    ids = list(transfer_ids) if transfer_ids is not None else await reserve_transfer_ids(conn, len(staged))
     await conn.execute("set local work_mem = '256MB'")
     await conn.execute(_STAGE)
     await conn.copy_records_to_table(

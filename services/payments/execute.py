@@ -11,9 +11,11 @@ memory:
    and the idempotency key ``run:<run>:batch:<n>``. An unknown outcome (timeout after sending) is resolved
    by looking the batch up by our reference and resending only if the bank never saw it, with the same key
    and the same content (``submit_or_recover``). The acknowledgement makes it *acknowledged*.
-3. **Settle**: acknowledged batches are polled; when a batch is settled its items are checked against our
-   snapshot (every reference ours, once, with our amount; contradictions are incidents that keep the batch
-   open) and applied, several batches per transaction: each batch's hold is posted for exactly the credited
+3. **Settle**, beside submission (a batch is settled as soon as the bank has settled it, while later
+   batches are still being sent): acknowledged batches are polled; when a batch is settled its items are
+   checked against our snapshot (every reference ours, once, with our amount; contradictions are incidents
+   that keep the batch open, the others settle, then the execution stops naming it) and applied, several
+   batches per transaction: each batch's hold is posted for exactly the credited
    total (the rest is released to the fund), the credited items move from in-transit to each household's
    savings account (bulk path), the payments record their outcome (final; a trigger refuses to change it),
    rejected payments release their entitlements to accrue again, and the batch is *closed*.
@@ -25,8 +27,9 @@ executors safe, and every ledger write has a key derived from the run, so a repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,8 +38,9 @@ import structlog
 from ledger import bulk
 from ledger.db import Connection
 from ledger.engine import Ledger
-from ledger.errors import InsufficientFunds
+from ledger.errors import AppError, InsufficientFunds
 from ledger.models import NormalBalance
+from services.collector import batch_collector
 from services.db import DatabasePort
 from services.payments import repository as repo
 from services.payments.errors import RunBusy, RunIncident, RunNotApproved, RunNotFunded, RunStateError
@@ -113,7 +117,7 @@ class _Settled:
     batch: dict[str, Any]
     bank: Batch
     items: list[ItemResult] = field(default_factory=list)
-    payments: list[dict[str, Any]] = field(default_factory=list)  # our snapshot, read by the check
+    payments: list[Mapping[str, Any]] = field(default_factory=list)  # our snapshot, read by the check
 
 
 class RunExecutor:
@@ -144,22 +148,44 @@ class RunExecutor:
         self.progress = progress or NoProgress()
         self.options = options or ExecuteOptions()
         self.log = log.bind(run=run_id)
+        self._mismatched: set[int] = set()  # batches whose items contradict the snapshot (incidents)
 
     async def execute(self) -> dict[str, Any]:
         """Run every remaining step; returns the run. Safe to call again at any time (it resumes)."""
-        async with self.db.session() as lock_conn:
-            await self._lock(lock_conn)
-            try:
-                run = await self._start()
-                if run["status"] in ("settled", "closed"):
-                    return run
-                await self._hold(run)
-                await self._submit_all(run)
-                await self._settle_all(run)
-                return await self._finish()
-            finally:
-                await lock_conn.execute("select pg_advisory_unlock($1, $2)", _LOCK_CLASS, self.run_id)
+        with batch_collector():
+            async with self.db.session() as lock_conn:
+                await self._lock(lock_conn)
+                try:
+                    run = await self._start()
+                    if run["status"] in ("settled", "closed"):
+                        return run
+                    await self._hold(run)
+                    await self._submit_and_settle(run)
+                    return await self._finish()
+                finally:
+                    await lock_conn.execute("select pg_advisory_unlock($1, $2)", _LOCK_CLASS, self.run_id)
 
+    async def _submit_and_settle(self, run: dict[str, Any]) -> None:
+        """Submission and settlement side by side: a batch is settled as soon as the bank has settled it, while
+        later batches are still being sent. Submitting is mostly the bank's and this process's work,
+        settling mostly the database's, so together they use both. The first failure stops both (what was
+        done stays done; ``resume`` continues) and is raised as itself."""
+        submitted = asyncio.Event()
+
+        async def submit() -> None:
+            try:
+                await self._submit_all(run)
+            finally:
+                submitted.set()
+
+        try:
+            async with asyncio.TaskGroup() as steps:
+                steps.create_task(submit())
+                steps.create_task(self._settle_all(run, submitted))
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    # ------------------------------------------------------------------------------------------- steps
     # ------------------------------------------------------------------------------------------- steps
     async def _lock(self, conn: Connection) -> None:
         deadline = time.monotonic() + self.options.lock_wait
@@ -305,8 +331,8 @@ class RunExecutor:
             )
         return True
 
-    async def _settle_all(self, run: dict[str, Any]) -> None:
-        pending = await self._batches(("acknowledged",))
+    async def _settle_all(self, run: dict[str, Any], submitted: asyncio.Event) -> None:
+        """Apply every acknowledged batch the bank has settled, until submission is over and none is left."""
         self.progress.start("settle", run["payments_count"])
         self.progress.advance("settle", await self._settled_items())
         deadline = time.monotonic() + self.options.settle_timeout
@@ -318,7 +344,23 @@ class RunExecutor:
         room = asyncio.Semaphore(
             self.options.settle_group * (self.options.apply_workers + 1) + self.options.concurrency
         )
-        while pending:
+        while True:
+            # Read before the batches: a batch acknowledged after this read is found by the next round.
+            last_round = submitted.is_set()
+            pending = [b for b in await self._batches(("acknowledged",)) if b["batch_no"] not in self._mismatched]
+            if not pending:
+                if last_round:
+                    if self._mismatched:
+                        raise RunIncident(
+                            f"run {self.run_id}: the bank's items of batch(es) {sorted(self._mismatched)[:20]} do "
+                            "not match the payments sent (recorded as incidents); they stay open, everything "
+                            f"else is settled: see `cct-ledger runs show {self.run_id}`",
+                            run=self.run_id,
+                            batches=sorted(self._mismatched)[:20],
+                        )
+                    return
+                await _wait(submitted, self.options.poll_interval)
+                continue
 
             async def look(batch: dict[str, Any]) -> _Settled | None:
                 await room.acquire()
@@ -342,7 +384,6 @@ class RunExecutor:
             # while the other lookups are still in flight. Groups hold different batches; a failure cancels
             # the others (each is one transaction: applied whole or not at all) and resuming redoes them.
             applied: set[int] = set()
-            found = 0
             buffer: list[_Settled] = []
 
             async def apply(group: list[_Settled], into: set[int]) -> None:
@@ -358,23 +399,22 @@ class RunExecutor:
                     settled = await next_done
                     if settled is None:
                         continue
-                    found += 1
                     buffer.append(settled)
                     if len(buffer) >= self.options.settle_group:
                         appliers.create_task(apply(buffer, applied))
                         buffer = []
                 if buffer:
                     appliers.create_task(apply(buffer, applied))
-            pending = [b for b in pending if b["batch_no"] not in applied]
-            if pending:
-                if time.monotonic() > deadline:
-                    raise RunStateError(
-                        f"run {self.run_id}: {len(pending)} batch(es) not settled by the bank yet; run "
-                        f"`cct-ledger runs resume {self.run_id}` later",
-                        run=self.run_id,
-                    )
-                if not found:
-                    await asyncio.sleep(self.options.poll_interval)
+            if applied:
+                deadline = time.monotonic() + self.options.settle_timeout
+            elif time.monotonic() > deadline:
+                raise RunStateError(
+                    f"run {self.run_id}: {len(pending)} batch(es) not settled by the bank yet; run "
+                    f"`cct-ledger runs resume {self.run_id}` later",
+                    run=self.run_id,
+                )
+            else:
+                await _wait(submitted if not last_round else None, self.options.poll_interval)
 
     async def _apply(self, run: dict[str, Any], group: list[_Settled]) -> set[int]:
         """Apply settled batches in one transaction; returns the batch numbers closed."""
@@ -428,7 +468,11 @@ class RunExecutor:
                         rejected_n += 1
                         rejected_sum += p["amount"]
                 totals.append((s.batch["batch_no"], credited_n, credited_sum, rejected_n, rejected_sum))
-            transfer_ids: list[int | None] = []
+            # The outcomes first, with the credits' transfer ids reserved: everything up to the ledger's
+            # balance move runs beside the other group's transaction; from there to the commit this one
+            # holds the in-transit account, which every group moves.
+            transfer_ids: list[int] = []
+            credits: list[bulk.BulkTransfer] = []
             if credited_ids:
                 codes = [household_account(h) for h in credited_households]
                 await bulk.ensure_accounts(
@@ -436,15 +480,8 @@ class RunExecutor:
                 )
                 ids = dict(await conn.fetch("select code, id from ledger.accounts where code = any($1::text[])", codes))
                 transit = (await led.get_account(ctx.in_transit_account)).id
-                result = await bulk.bulk_transfer(
-                    conn,
-                    [bulk.BulkTransfer(transit, ids[c], a) for c, a in zip(codes, credited_amounts, strict=True)],
-                    key=f"run:{self.run_id}:credit:{numbers[0]}-{numbers[-1]}:{len(credited_ids)}",
-                    currency=run["currency"],
-                    description=f"{run['program']} {run['period']}",
-                    actor=self.actor,
-                )
-                transfer_ids = result.transfer_ids
+                credits = [bulk.BulkTransfer(transit, ids[c], a) for c, a in zip(codes, credited_amounts, strict=True)]
+                transfer_ids = await bulk.reserve_transfer_ids(conn, len(credits))
             by_credit = dict(zip(credited_ids, transfer_ids, strict=True))
             await conn.execute(
                 """update payments.payments p
@@ -472,6 +509,22 @@ class RunExecutor:
                 self.run_id,
                 *[list(col) for col in zip(*totals, strict=True)],
             )
+            if credits:
+                result = await bulk.bulk_transfer(
+                    conn,
+                    credits,
+                    key=f"run:{self.run_id}:credit:{numbers[0]}-{numbers[-1]}:{len(credited_ids)}",
+                    currency=run["currency"],
+                    description=f"{run['program']} {run['period']}",
+                    actor=self.actor,
+                    transfer_ids=transfer_ids,
+                )
+                if result.transfer_ids != transfer_ids:  # the chunk was written before, by other ids
+                    raise RunIncident(
+                        f"run {self.run_id}: the credits of batches {numbers[0]}-{numbers[-1]} were written "
+                        "before, under other transfer ids",
+                        run=self.run_id,
+                    )
             # Last, the holds: they lock the program's fund and in-transit accounts (hot, shared by every
             # group), so another group's transaction waits for them only from here to the commit.
             credited_by_batch = {t[0]: t[2] for t in totals}
@@ -514,6 +567,7 @@ class RunExecutor:
         async with self.db.unit_of_work() as c:
             await repo.incident(c, self.run_id, "settlement_mismatch", {"problems": problems[:50]}, s.batch["batch_no"])
         self.log.error("run.incident", batch=s.batch["batch_no"], problems=len(problems))
+        self._mismatched.add(s.batch["batch_no"])
         return None
 
     async def _finish(self) -> dict[str, Any]:
@@ -553,12 +607,37 @@ class RunExecutor:
             return n
 
 
+async def _wait(event: asyncio.Event | None, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``event`` is set meanwhile."""
+    if event is None or event.is_set():
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a group of concurrent steps: an application error if there is one (it says
+    what to do), else the first."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, AppError)), leaves[0])
+
+
 def household_account(household_id: str) -> str:
     """The ledger account of a household's savings: ``household:<id>:savings``."""
     return f"household:{household_id}:savings"
 
 
-def _credit_batch(run_id: int, reference: str, payments: Sequence[dict[str, Any]]) -> CreditBatch:
+def _credit_batch(run_id: int, reference: str, payments: Sequence[Mapping[str, Any]]) -> CreditBatch:
     """The batch as sent: built from the snapshot, so a resend carries exactly the same content.
 
     The snapshot was validated when the registry was imported (DNI and CCI check digits), so the models are

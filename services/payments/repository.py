@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ledger.db import Connection
@@ -209,14 +210,15 @@ async def batches(conn: Connection, run_id: int, statuses: tuple[str, ...] | Non
     return [dict(r) for r in rows]
 
 
-async def batch_payments(conn: Connection, run_id: int, batch_no: int) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
+async def batch_payments(conn: Connection, run_id: int, batch_no: int) -> list[Mapping[str, Any]]:
+    """A batch's payments in id order (records, read by key: a batch is a thousand of them)."""
+    rows: list[Mapping[str, Any]] = await conn.fetch(
         """select id, household_id, dni, cci, amount, status from payments.payments
             where run_id = $1 and batch_no = $2 order by id""",
         run_id,
         batch_no,
     )
-    return [dict(r) for r in rows]
+    return rows
 
 
 async def incident(

@@ -93,6 +93,23 @@ async def test_chunk_replay_returns_the_same_ids_and_reuse_is_refused(conn: asyn
             await bulk.bulk_transfer(conn, rows[:-1], key="chunk-1", currency="PEN")
 
 
+async def test_a_chunk_can_use_ids_reserved_before_it(conn: asyncpg.Connection) -> None:
+    fund, ids, _ = await _setup(conn)
+    rows = [bulk.BulkTransfer(fund, i, 10_00) for i in ids[:3]]
+    async with conn.transaction():
+        reserved = await bulk.reserve_transfer_ids(conn, 3)
+        # Recorded elsewhere first (as the payment run records its outcomes), then written under those ids.
+        written = await bulk.bulk_transfer(conn, rows, key="reserved", currency="PEN", transfer_ids=reserved)
+    assert written.transfer_ids == reserved
+    by_id = dict(await conn.fetch("select transfer_id, account_id from ledger.postings where leg = 2"))
+    assert [by_id[t] for t in reserved] == ids[:3]
+    for wrong in (reserved[:2], [reserved[0]] * 3):
+        with pytest.raises(InvalidTransfer, match="transfer_ids"):
+            async with conn.transaction():
+                await bulk.bulk_transfer(conn, rows, key="wrong", currency="PEN", transfer_ids=wrong)
+    assert await conn.fetchval("select count(*) from ledger.transfers") == 1 + 3
+
+
 async def test_chunk_overdraft_is_refused_whole_and_names_the_fund(conn: asyncpg.Connection) -> None:
     fund, ids, _ = await _setup(conn)
     rows = [bulk.BulkTransfer(fund, i, 500_00) for i in ids]  # 25 x 500 > 10,000

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
 
@@ -11,8 +12,16 @@ from adapters.bank.simulator import get_simulator
 from adapters.postgres.database import Database
 from ledger import audit
 from services.payments import report, service
-from services.payments.errors import MakerChecker, RunExists, RunNotApproved, RunNotFunded, RunStateError
+from services.payments.errors import (
+    MakerChecker,
+    RunExists,
+    RunIncident,
+    RunNotApproved,
+    RunNotFunded,
+    RunStateError,
+)
 from services.payments.execute import ExecuteOptions, RunExecutor
+from services.ports.bank import BankPort
 from tests.services.payments.conftest import World, make_world
 
 FUND = "program:JUNTOS:fund"
@@ -256,3 +265,61 @@ async def test_the_report_csv_has_one_masked_line_per_payment(world: World, tmp_
         assert row["cci"] not in line["cci"]
         assert line["periods"] == "2026-B5"
         assert line["ledger_transfer_id"]
+
+
+class _MisreportingBank:
+    """The simulated bank, but one batch's items come back with an amount we never sent."""
+
+    def __init__(self, bank: Any, reference: str) -> None:
+        self._bank = bank
+        self._reference = reference
+        self._wrong: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bank, name)
+
+    async def get_batch(self, batch_id: str) -> Any:
+        found = await self._bank.get_batch(batch_id)
+        if found.reference == self._reference:
+            self._wrong.add(found.id)
+        return found
+
+    async def iter_batch_items(self, batch_id: str, **kwargs: Any) -> AsyncIterator[Any]:
+        first = True
+        async for item in self._bank.iter_batch_items(batch_id, **kwargs):
+            if first and batch_id in self._wrong:
+                item = item.model_copy(update={"amount": item.amount + 1})
+            first = False
+            yield item
+
+
+async def test_items_that_contradict_the_snapshot_hold_their_batch_while_the_rest_settles(world: World) -> None:
+    await world.register(6)
+    await world.fund(100_000_00)
+    run_id = await _create(world, batch_size=2)
+    await _approve(world, run_id)
+    async with world.db.connection() as conn:
+        reference = await conn.fetchval(
+            "select reference from payments.batches where run_id = $1 and batch_no = 2", run_id
+        )
+    liar = _MisreportingBank(world.bank, reference)
+    with pytest.raises(RunIncident, match=r"batch\(es\) \[2\]") as err:
+        await RunExecutor(world.db, cast(BankPort, liar), run_id, "maria", options=FAST).execute()
+    assert err.value.extra["batches"] == [2]
+    async with world.db.connection() as conn:
+        batches = dict(await conn.fetch("select batch_no, status from payments.batches where run_id = $1", run_id))
+        incidents = await conn.fetch("select kind, batch_no from payments.incidents where run_id = $1", run_id)
+    assert batches == {0: "closed", 1: "closed", 2: "acknowledged"}
+    assert [(r["kind"], r["batch_no"]) for r in incidents] == [("settlement_mismatch", 2)]
+    # The held batch's money stays held in the fund; nothing of it reached a household.
+    assert await world.balance(FUND) == 100_000_00 - 4 * 200_00
+    assert await world.balance(TRANSIT) == 0
+    async with world.db.connection() as conn:
+        assert await conn.fetchval("select count(*) from payments.payments where status = 'credited'") == 4
+    # Once the bank reports it truthfully, resuming settles it, exactly once.
+    done = await _execute(world, run_id)
+    assert done["status"] == "settled"
+    assert await world.balance(FUND) == 100_000_00 - 6 * 200_00
+    assert await world.balance(TRANSIT) == 0
+    async with world.db.connection() as conn:
+        assert await conn.fetchval("select count(*) from payments.payments where status = 'credited'") == 6
