@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.collector import batch_collector
+from services.collector import batch_collector, server_collector
 
 
 @pytest.fixture
@@ -47,4 +47,18 @@ def test_a_higher_setting_of_the_process_is_kept() -> None:
         with batch_collector(50_000):
             assert gc.get_threshold()[0] == 200_000
     finally:
+        gc.set_threshold(*before)
+
+
+def test_a_server_freezes_what_startup_built_and_keeps_the_higher_threshold() -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        server_collector(60_000)
+        assert gc.get_threshold() == (60_000, 10, 10)
+        assert gc.get_freeze_count() > 1000  # the interpreter, the modules and what they built
+    finally:
+        gc.unfreeze()
         gc.set_threshold(*before)
