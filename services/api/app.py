@@ -147,6 +147,12 @@ def create_app(
     problems.install(app)
     app.add_middleware(RequestContext)
 
+    # The capabilities' routers before the operations routes: routes are tried in order.
+    app.include_router(ledger_router)
+    app.include_router(payments_router)
+    for router in routers if routers is not None else _capability_routers():
+        app.include_router(router)
+
     @app.get("/healthz", tags=["ops"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -165,10 +171,6 @@ def create_app(
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    app.include_router(ledger_router)
-    app.include_router(payments_router)
-    for router in routers if routers is not None else _capability_routers():
-        app.include_router(router)
     return app
 
 

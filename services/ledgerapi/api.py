@@ -54,6 +54,21 @@ def _transfer_response(t: Transfer, status: int = 201) -> Response:
     return _ORJSON(t.to_dict(), status_code=status, headers=headers)
 
 
+# First in the router: Starlette tries routes in order (a regular expression each), and this one carries
+# most of the traffic.
+@router.post("/transfers", status_code=201, response_model=TransferOut, summary="Create a transfer")
+async def create_transfer(body: TransferCreate, call: Write) -> Response:
+    """Create a posted transfer, or a pending one (a hold) with `"pending": true`.
+
+    Postings must balance (debits = credits) in one currency. Replaying the same `Idempotency-Key` with the
+    same body returns the first result (header `Idempotent-Replayed: true`); the same key with another body
+    is refused with 409.
+    """
+    async with call.ledger() as led:
+        t = await led.transfer(body.to_request(), call.key)
+    return _transfer_response(t)
+
+
 @router.post("/accounts", status_code=201, response_model=AccountOut, summary="Open an account")
 async def create_account(
     body: AccountCreate,
@@ -107,17 +122,6 @@ async def postings(code: str, who: Reader, conn: Conn, pagination: Paging) -> di
     return page([StatementLineOut(**line.to_dict()).model_dump() for line in lines], cursor)
 
 
-@router.post("/transfers", status_code=201, response_model=TransferOut, summary="Create a transfer")
-async def create_transfer(body: TransferCreate, call: Write) -> Response:
-    """Create a posted transfer, or a pending one (a hold) with `"pending": true`.
-
-    Postings must balance (debits = credits) in one currency. Replaying the same `Idempotency-Key` with the
-    same body returns the first result (header `Idempotent-Replayed: true`); the same key with another body
-    is refused with 409.
-    """
-    return _transfer_response(await Ledger(call.conn, call.who.name).transfer(body.to_request(), call.key))
-
-
 @router.post("/transfers/batch", status_code=201, summary="Create up to 10,000 transfers, all or nothing")
 async def create_batch(body: BatchCreate, who: Writer, conn: UoW) -> Response:
     """Each transfer carries its own `idempotency_key`; either every transfer is written or none is."""
@@ -135,21 +139,25 @@ async def get_transfer(transfer_id: Id, who: Reader, conn: Conn) -> Response:
 @router.post("/transfers/{transfer_id}/post", response_model=TransferOut, summary="Post a pending transfer")
 async def post_transfer(transfer_id: Id, call: Write, body: PostRequest | None = None) -> Response:
     body = body or PostRequest()
-    t = await Ledger(call.conn, call.who.name).post(transfer_id, call.key, body.effective_at, body.amount)
+    async with call.ledger() as led:
+        t = await led.post(transfer_id, call.key, body.effective_at, body.amount)
     return _transfer_response(t, 200)
 
 
 @router.post("/transfers/{transfer_id}/void", response_model=TransferOut, summary="Void a pending transfer")
 async def void_transfer(transfer_id: Id, call: Write, body: VoidRequest | None = None) -> Response:
     body = body or VoidRequest()
-    return _transfer_response(await Ledger(call.conn, call.who.name).void(transfer_id, call.key, body.reason), 200)
+    async with call.ledger() as led:
+        t = await led.void(transfer_id, call.key, body.reason)
+    return _transfer_response(t, 200)
 
 
 @router.post("/transfers/{transfer_id}/reverse", status_code=201, response_model=TransferOut, summary="Reverse")
 async def reverse_transfer(transfer_id: Id, call: Write, body: ReverseRequest | None = None) -> Response:
     """Reverse a posted transfer with a new transfer of opposite postings; a transfer is reversed at most once."""
     body = body or ReverseRequest()
-    t = await Ledger(call.conn, call.who.name).reverse(transfer_id, call.key, body.description, body.effective_at)
+    async with call.ledger() as led:
+        t = await led.reverse(transfer_id, call.key, body.description, body.effective_at)
     return _transfer_response(t)
 
 
