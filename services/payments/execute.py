@@ -27,7 +27,6 @@ executors safe, and every ledger write has a key derived from the run, so a repl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +148,7 @@ class RunExecutor:
         self.options = options or ExecuteOptions()
         self.log = log.bind(run=run_id)
         self._mismatched: set[int] = set()  # batches whose items contradict the snapshot (incidents)
+        self._acknowledged = asyncio.Event()  # a batch was acknowledged (settlement has work)
 
     async def execute(self) -> dict[str, Any]:
         """Run every remaining step; returns the run. Safe to call again at any time (it resumes)."""
@@ -177,6 +177,7 @@ class RunExecutor:
                 await self._submit_all(run)
             finally:
                 submitted.set()
+                self._acknowledged.set()  # wakes settlement for its last round
 
         try:
             async with asyncio.TaskGroup() as steps:
@@ -299,6 +300,7 @@ class RunExecutor:
                 batch_no,
             )
             if batch is None:
+                self._acknowledged.set()
                 return True  # acknowledged meanwhile
             payments = await repo.batch_payments(conn, self.run_id, batch_no)
         credit_batch = _credit_batch(self.run_id, batch["reference"], payments)
@@ -329,6 +331,7 @@ class RunExecutor:
                 batch_no,
                 ack.id,
             )
+        self._acknowledged.set()
         return True
 
     async def _settle_all(self, run: dict[str, Any], submitted: asyncio.Event) -> None:
@@ -345,8 +348,10 @@ class RunExecutor:
             self.options.settle_group * (self.options.apply_workers + 1) + self.options.concurrency
         )
         while True:
-            # Read before the batches: a batch acknowledged after this read is found by the next round.
+            # Both read before the batches: a batch acknowledged after this read wakes the wait below, and
+            # is found by the next round.
             last_round = submitted.is_set()
+            self._acknowledged.clear()
             pending = [b for b in await self._batches(("acknowledged",)) if b["batch_no"] not in self._mismatched]
             if not pending:
                 if last_round:
@@ -359,7 +364,7 @@ class RunExecutor:
                             batches=sorted(self._mismatched)[:20],
                         )
                     return
-                await _wait(submitted, self.options.poll_interval)
+                await self._acknowledged.wait()  # set by each acknowledgement and when submission ends
                 continue
 
             async def look(batch: dict[str, Any]) -> _Settled | None:
@@ -414,7 +419,7 @@ class RunExecutor:
                     run=self.run_id,
                 )
             else:
-                await _wait(submitted if not last_round else None, self.options.poll_interval)
+                await asyncio.sleep(self.options.poll_interval)  # the bank has not settled them yet
 
     async def _apply(self, run: dict[str, Any], group: list[_Settled]) -> set[int]:
         """Apply settled batches in one transaction; returns the batch numbers closed."""
@@ -605,15 +610,6 @@ class RunExecutor:
                 self.run_id,
             )
             return n
-
-
-async def _wait(event: asyncio.Event | None, seconds: float) -> None:
-    """Sleep ``seconds``, or less if ``event`` is set meanwhile."""
-    if event is None or event.is_set():
-        await asyncio.sleep(seconds)
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
