@@ -27,6 +27,7 @@ executors safe, and every ledger write has a key derived from the run, so a repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,8 +87,10 @@ class ExecuteOptions:
         concurrency: bank requests in flight (batch submissions or lookups).
         settle_group: settled batches applied per ledger transaction.
         apply_workers: ledger transactions applying settled groups at once (each on its own connection).
-        poll_interval: seconds to wait between polling rounds that found nothing settled.
-        settle_timeout: stop waiting for the bank after this many seconds (resume later).
+        poll_interval: seconds to wait after a polling round that applied nothing (while batches are still
+            being submitted: until the next acknowledgement, at most this long, at least 50 ms).
+        settle_timeout: once every batch is submitted, stop waiting for the bank after this many seconds
+            without a batch settled (resume later).
         submit_rounds: passes over unsubmitted batches before giving up for now.
         lock_wait: seconds to wait for another executor of the same run.
     """
@@ -152,6 +155,8 @@ class RunExecutor:
 
     async def execute(self) -> dict[str, Any]:
         """Run every remaining step; returns the run. Safe to call again at any time (it resumes)."""
+        self._mismatched = set()
+        self._acknowledged = asyncio.Event()
         with batch_collector():
             async with self.db.session() as lock_conn:
                 await self._lock(lock_conn)
@@ -168,8 +173,9 @@ class RunExecutor:
     async def _submit_and_settle(self, run: dict[str, Any]) -> None:
         """Submission and settlement side by side: a batch is settled as soon as the bank has settled it, while
         later batches are still being sent. Submitting is mostly the bank's and this process's work,
-        settling mostly the database's, so together they use both. The first failure stops both (what was
-        done stays done; ``resume`` continues) and is raised as itself."""
+        settling mostly the database's, so together they use both. A failure stops both (what was done stays
+        done; ``resume`` continues) and is raised as itself, an application error (which says what to do)
+        before others; any other failure of the same moment is logged."""
         submitted = asyncio.Event()
 
         async def submit() -> None:
@@ -179,14 +185,18 @@ class RunExecutor:
                 submitted.set()
                 self._acknowledged.set()  # wakes settlement for its last round
 
+        error: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as steps:
                 steps.create_task(submit())
                 steps.create_task(self._settle_all(run, submitted))
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            error, others = _first_error(group)
+            for other in others:
+                self.log.error("run.concurrent_failure", error=repr(other))
+        if error is not None:
+            raise error  # outside the handler: its own cause and context, not the group's
 
-    # ------------------------------------------------------------------------------------------- steps
     # ------------------------------------------------------------------------------------------- steps
     async def _lock(self, conn: Connection) -> None:
         deadline = time.monotonic() + self.options.lock_wait
@@ -277,8 +287,10 @@ class RunExecutor:
                     return None
                 return batch_no
 
-            results = await asyncio.gather(*(one(n) for n in todo))
-            todo = [n for n in results if n is not None]
+            # A task group, not gather: if one submission fails the others are cancelled, none outlives execute.
+            async with asyncio.TaskGroup() as sending:
+                tasks = [sending.create_task(one(n)) for n in todo]
+            todo = [n for n in (t.result() for t in tasks) if n is not None]
             if todo:
                 await asyncio.sleep(min(0.5 * 2**round_no, 10.0))
         if todo:
@@ -359,7 +371,8 @@ class RunExecutor:
                         raise RunIncident(
                             f"run {self.run_id}: the bank's items of batch(es) {sorted(self._mismatched)[:20]} do "
                             "not match the payments sent (recorded as incidents); they stay open, everything "
-                            f"else is settled: see `cct-ledger runs show {self.run_id}`",
+                            f"else is settled: see `cct-ledger runs show {self.run_id}`; once the bank corrects "
+                            f"its report, `cct-ledger runs resume {self.run_id}` settles them",
                             run=self.run_id,
                             batches=sorted(self._mismatched)[:20],
                         )
@@ -399,27 +412,35 @@ class RunExecutor:
                     for _ in group:
                         room.release()
 
-            async with asyncio.TaskGroup() as appliers:
-                for next_done in asyncio.as_completed([look(b) for b in pending]):
+            # One task group for lookups and applications: a failure cancels both, nothing outlives it.
+            async with asyncio.TaskGroup() as tasks:
+                lookups = [tasks.create_task(look(b)) for b in pending]
+                for next_done in asyncio.as_completed(lookups):
                     settled = await next_done
                     if settled is None:
                         continue
                     buffer.append(settled)
                     if len(buffer) >= self.options.settle_group:
-                        appliers.create_task(apply(buffer, applied))
+                        tasks.create_task(apply(buffer, applied))
                         buffer = []
                 if buffer:
-                    appliers.create_task(apply(buffer, applied))
-            if applied:
+                    tasks.create_task(apply(buffer, applied))
+            if applied or not last_round:
+                # The timeout counts once everything is submitted, from the last batch settled.
                 deadline = time.monotonic() + self.options.settle_timeout
-            elif time.monotonic() > deadline:
+            if applied:
+                continue
+            if time.monotonic() > deadline:
                 raise RunStateError(
                     f"run {self.run_id}: {len(pending)} batch(es) not settled by the bank yet; run "
                     f"`cct-ledger runs resume {self.run_id}` later",
                     run=self.run_id,
                 )
-            else:
+            if last_round:
                 await asyncio.sleep(self.options.poll_interval)  # the bank has not settled them yet
+            else:  # the next acknowledgement, or the bank, whichever comes first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._acknowledged.wait(), max(self.options.poll_interval, 0.05))
 
     async def _apply(self, run: dict[str, Any], group: list[_Settled]) -> set[int]:
         """Apply settled batches in one transaction; returns the batch numbers closed."""
@@ -447,6 +468,7 @@ class RunExecutor:
             checked = [(s, m) for s, m in checked if s.batch["batch_no"] in still_open]
             if not checked:
                 return set(numbers)
+            numbers = [s.batch["batch_no"] for s, _ in checked]  # those still to apply name the credits' key
             credited_ids: list[int] = []
             credited_amounts: list[int] = []
             credited_households: list[str] = []
@@ -524,10 +546,11 @@ class RunExecutor:
                     actor=self.actor,
                     transfer_ids=transfer_ids,
                 )
-                if result.transfer_ids != transfer_ids:  # the chunk was written before, by other ids
+                if result.transfer_ids != transfer_ids:  # the same key was written before, by other ids
                     raise RunIncident(
-                        f"run {self.run_id}: the credits of batches {numbers[0]}-{numbers[-1]} were written "
-                        "before, under other transfer ids",
+                        f"run {self.run_id}: the ledger already holds credits under the key of batches "
+                        f"{numbers[0]}-{numbers[-1]} for other payments; nothing of this group was applied. Run "
+                        f"`cct-ledger runs resume {self.run_id}`; if this error comes back, report it with the run",
                         run=self.run_id,
                     )
             # Last, the holds: they lock the program's fund and in-transit accounts (hot, shared by every
@@ -612,9 +635,9 @@ class RunExecutor:
             return n
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to report from a group of concurrent steps: an application error if there is one (it says
-    what to do), else the first."""
+def _first_error(group: BaseExceptionGroup[BaseException]) -> tuple[BaseException, list[BaseException]]:
+    """The error to report from a group of concurrent steps, and the others: an application error first if
+    there is one (it says what to do), else the first."""
     leaves: list[BaseException] = []
 
     def walk(e: BaseException) -> None:
@@ -625,7 +648,8 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             leaves.append(e)
 
     walk(group)
-    return next((e for e in leaves if isinstance(e, AppError)), leaves[0])
+    chosen = next((e for e in leaves if isinstance(e, AppError)), leaves[0])
+    return chosen, [e for e in leaves if e is not chosen]
 
 
 def household_account(household_id: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from adapters.bank.simulator import get_simulator
 from adapters.postgres.database import Database
 from ledger import audit
+from ledger.engine import Ledger
 from services.payments import report, service
 from services.payments.errors import (
     MakerChecker,
@@ -21,7 +22,7 @@ from services.payments.errors import (
     RunStateError,
 )
 from services.payments.execute import ExecuteOptions, RunExecutor
-from services.ports.bank import BankPort
+from services.ports.bank import BankPort, BatchStatus
 from tests.services.payments.conftest import World, make_world
 
 FUND = "program:JUNTOS:fund"
@@ -315,11 +316,56 @@ async def test_items_that_contradict_the_snapshot_hold_their_batch_while_the_res
     assert await world.balance(FUND) == 100_000_00 - 4 * 200_00
     assert await world.balance(TRANSIT) == 0
     async with world.db.connection() as conn:
-        assert await conn.fetchval("select count(*) from payments.payments where status = 'credited'") == 4
+        assert (await Ledger(conn).balance(FUND)).pending_debits == 2 * 200_00  # batch 2's hold, still pending
+        statuses = await conn.fetch(
+            "select batch_no, status, count(*) as n from payments.payments group by 1, 2 order by 1, 2"
+        )
+    assert [tuple(r) for r in statuses] == [(0, "credited", 2), (1, "credited", 2), (2, "snapshotted", 2)]
     # Once the bank reports it truthfully, resuming settles it, exactly once.
     done = await _execute(world, run_id)
     assert done["status"] == "settled"
     assert await world.balance(FUND) == 100_000_00 - 6 * 200_00
     assert await world.balance(TRANSIT) == 0
     async with world.db.connection() as conn:
+        assert (await Ledger(conn).balance(FUND)).pending_debits == 0
+    async with world.db.connection() as conn:
         assert await conn.fetchval("select count(*) from payments.payments where status = 'credited'") == 6
+
+
+class _SlowBank:
+    """The simulated bank, but slow to acknowledge (0.2 s a batch) and it settles nothing: every batch stays
+    received."""
+
+    def __init__(self, bank: Any) -> None:
+        self._bank = bank
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bank, name)
+
+    async def submit_batch(self, batch: Any, *, idempotency_key: str) -> Any:
+        await asyncio.sleep(0.2)
+        return await self._bank.submit_batch(batch, idempotency_key=idempotency_key)
+
+    async def get_batch(self, batch_id: str) -> Any:
+        found = await self._bank.get_batch(batch_id)
+        return found.model_copy(update={"status": BatchStatus.RECEIVED})
+
+
+async def test_a_bank_that_does_not_settle_stops_the_run_after_the_timeout_and_resume_finishes(world: World) -> None:
+    await world.register(6)
+    await world.fund(100_000_00)
+    run_id = await _create(world, batch_size=2)
+    await _approve(world, run_id)
+    # Sending the three batches one at a time takes 0.6 s, longer than the timeout: it must not count.
+    impatient = ExecuteOptions(concurrency=1, poll_interval=0.01, settle_timeout=0.3)
+    with pytest.raises(RunStateError, match=r"3 batch\(es\) not settled by the bank yet.*runs resume"):
+        await RunExecutor(world.db, cast(BankPort, _SlowBank(world.bank)), run_id, "maria", options=impatient).execute()
+    async with world.db.connection() as conn:
+        # Everything was submitted (the timeout counts only after that) and nothing was applied.
+        assert await conn.fetchval(
+            "select array_agg(distinct status) from payments.batches where run_id = $1", run_id
+        ) == ["acknowledged"]
+        assert await conn.fetchval("select count(*) from payments.payments where status <> 'snapshotted'") == 0
+    done = await _execute(world, run_id)
+    assert done["status"] == "settled"
+    assert await world.balance(FUND) == 100_000_00 - 6 * 200_00
