@@ -33,15 +33,15 @@ async def summary(conn: Connection, run_id: int, districts: int = 10) -> dict[st
     status = {
         r["status"]: {"count": r["n"], "total": r["total"]}
         for r in await conn.fetch(
-            """select status, count(*) as n, coalesce(sum(amount), 0)::bigint as total from payments.payments
-                where run_id = $1 group by status""",
+            """select status, count(*) as n, coalesce(sum(amount), 0)::bigint as total
+                 from payments.payment_states where run_id = $1 group by status""",
             run_id,
         )
     }
     reasons = {
         r["reason"]: {"count": r["n"], "total": r["total"]}
         for r in await conn.fetch(
-            """select reason, count(*) as n, sum(amount)::bigint as total from payments.payments
+            """select reason, count(*) as n, sum(amount)::bigint as total from payments.payment_states
                 where run_id = $1 and status = 'rejected' group by reason order by count(*) desc""",
             run_id,
         )
@@ -60,7 +60,7 @@ async def summary(conn: Connection, run_id: int, districts: int = 10) -> dict[st
             """select ubigeo, count(*) as n, count(*) filter (where status = 'credited') as credited,
                       coalesce(sum(amount) filter (where status = 'credited'), 0)::bigint as credited_total,
                       count(*) filter (where status = 'rejected') as rejected
-                 from payments.payments where run_id = $1 group by ubigeo
+                 from payments.payment_states where run_id = $1 group by ubigeo
                 order by credited_total desc, ubigeo limit $2""",
             run_id,
             districts,
@@ -117,7 +117,7 @@ async def write_csv(conn: Connection, run_id: int, path: Path) -> int:
             async for r in conn.cursor(
                 """select id, household_id, dni, cci, ubigeo, amount, breakdown, status, reason, bank_item_id,
                           ledger_transfer_id, batch_no
-                     from payments.payments where run_id = $1 order by id""",
+                     from payments.payment_states where run_id = $1 order by id""",
                 run_id,
                 prefetch=10_000,
             ):

@@ -213,7 +213,7 @@ async def batches(conn: Connection, run_id: int, statuses: tuple[str, ...] | Non
 async def batch_payments(conn: Connection, run_id: int, batch_no: int) -> list[Mapping[str, Any]]:
     """A batch's payments in id order (records, read by key: a batch is a thousand of them)."""
     rows: list[Mapping[str, Any]] = await conn.fetch(
-        """select id, household_id, dni, cci, amount, status from payments.payments
+        """select id, household_id, dni, cci, amount from payments.payments
             where run_id = $1 and batch_no = $2 order by id""",
         run_id,
         batch_no,

@@ -1,6 +1,8 @@
-"""Migration 0006 (the one-statement transfer) downgrades to the step-by-step function and back.
+"""Migrations that rewrite data or functions downgrade and upgrade again without losing anything.
 
-A transfer stored with its idempotency key by either version replays the same way through the other.
+0006 (the one-statement transfer): a transfer stored with its idempotency key by either version replays the
+same way through the other. 0007 (payment outcomes in their own table): outcomes move back into the
+payments and out again, and each version's guards hold.
 """
 
 from __future__ import annotations
@@ -57,5 +59,46 @@ async def test_downgrade_to_0005_and_back(db_url: str) -> None:
         assert (replay_old.id, replay_old.replayed, replay_old.created_at) == (old.id, True, old.created_at)
         balances = await conn.fetch("select code, posted, version from ledger.accounts order by code")
         assert [tuple(r) for r in balances] == [("mig:a", 12, 2), ("mig:b", -12, 2)]
+    finally:
+        await conn.close()
+
+
+_PAYMENT = """insert into payments.payments (run_id, batch_no, household_id, dni, cci, ubigeo, amount, breakdown)
+              values (1, 0, $1, '40000001', '01812300012345678911', '080101', 20000, '{}') returning id"""
+
+
+async def test_payment_outcomes_downgrade_to_0006_and_back(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    await init_connection(conn)
+    try:
+        credited = await conn.fetchval(_PAYMENT, "H1")
+        rejected = await conn.fetchval(_PAYMENT, "H2")
+        waiting = await conn.fetchval(_PAYMENT, "H3")
+        await conn.execute(
+            """insert into payments.outcomes (payment_id, status, reason, bank_item_id, ledger_transfer_id)
+               values ($1, 'credited', null, 'itm_1', 41), ($2, 'rejected', 'account_closed', 'itm_2', null)""",
+            credited,
+            rejected,
+        )
+        before = await conn.fetch("select * from payments.payment_states order by id")
+
+        await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0006_one_statement_transfer")
+        await conn.reload_schema_state()
+        rows = await conn.fetch(
+            "select id, status, reason, bank_item_id, ledger_transfer_id from payments.payments order by id"
+        )
+        assert [tuple(r) for r in rows] == [
+            (credited, "credited", None, "itm_1", 41),
+            (rejected, "rejected", "account_closed", "itm_2", None),
+            (waiting, "snapshotted", None, None, None),
+        ]
+        with pytest.raises(asyncpg.PostgresError, match="already credited"):  # the 0004 guard is back
+            await conn.execute("update payments.payments set status = 'rejected' where id = $1", credited)
+
+        await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")
+        await conn.reload_schema_state()
+        assert await conn.fetch("select * from payments.payment_states order by id") == before
+        with pytest.raises(asyncpg.PostgresError, match="final"):
+            await conn.execute("update payments.outcomes set status = 'rejected' where payment_id = $1", credited)
     finally:
         await conn.close()

@@ -115,7 +115,7 @@ async def _invariants(db: Database, funded: int) -> None:
         assert fund.pending_debits == transit.pending_credits
         assert (
             await conn.fetchval(
-                "select count(*) from payments.payments where status = 'credited' and ledger_transfer_id is null"
+                "select count(*) from payments.payment_states where status = 'credited' and ledger_transfer_id is null"
             )
             == 0
         )
@@ -179,12 +179,15 @@ async def test_killed_at_random_points_then_resumed(db: Database, db_url: str, b
     async with db.connection() as conn:
         assert await conn.fetchval("select status from payments.runs where id = $1", run_id) == "settled"
         statuses = dict(
-            await conn.fetch("select status, count(*) from payments.payments where run_id = $1 group by 1", run_id)
+            await conn.fetch(
+                "select status, count(*) from payments.payment_states where run_id = $1 group by 1", run_id
+            )
         )
         assert sum(statuses.values()) == HOUSEHOLDS
         assert set(statuses) <= {"credited", "rejected"}
         credited = await conn.fetchval(
-            "select coalesce(sum(amount), 0)::bigint from payments.payments where run_id = $1 and status = 'credited'",
+            "select coalesce(sum(amount), 0)::bigint from payments.payment_states "
+            "where run_id = $1 and status = 'credited'",
             run_id,
         )
         assert (await Ledger(conn).balance(FUND)).posted == funded - credited

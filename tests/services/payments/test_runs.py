@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import asyncpg
 import pytest
 
 from adapters.bank.simulator import get_simulator
@@ -148,10 +149,56 @@ async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: W
     async with world.db.connection() as conn:
         twice = await conn.fetchval(
             """select count(*) from (select e.household_id, e.period from payments.entitlements e
-                 join payments.payments p on p.id = e.payment_id where p.status = 'credited'
+                 join payments.payment_states p on p.id = e.payment_id where p.status = 'credited'
                 group by e.household_id, e.period having count(*) > 1) x"""
         )
         assert twice == 0
+
+
+async def test_snapshots_and_outcomes_are_final_in_the_database(world: World) -> None:
+    rows = await world.register(3)
+    gone = rows[0]
+    await world.bank.close_account((await world.bank.find_accounts(cci=gone["cci"]))[0].id, idempotency_key="close-f")
+    await world.fund(10_000_00)
+    run_id = await _create(world)
+    await _approve(world, run_id)
+    await _execute(world, run_id)
+    async with world.db.connection() as conn:
+        outcomes = await conn.fetch(
+            """select o.payment_id, o.status, o.reason, o.ledger_transfer_id, p.household_id
+                 from payments.outcomes o join payments.payments p on p.id = o.payment_id
+                where p.run_id = $1 order by p.household_id""",
+            run_id,
+        )
+        assert [(r["household_id"], r["status"], r["reason"]) for r in outcomes] == [
+            (gone["household_id"], "rejected", "account_closed"),
+            (rows[1]["household_id"], "credited", None),
+            (rows[2]["household_id"], "credited", None),
+        ]
+        credited = outcomes[1]
+        transfer = await Ledger(conn).get_transfer(credited["ledger_transfer_id"])
+        assert [p["account"] for p in transfer.postings if "credit" in p] == [
+            f"household:{credited['household_id']}:savings"
+        ]
+        for statement in (
+            "update payments.outcomes set status = 'rejected' where payment_id = $1",
+            "delete from payments.outcomes where payment_id = $1",
+            "update payments.payments set amount = amount + 1 where id = $1",
+            "delete from payments.payments where id = $1",
+            "insert into payments.outcomes (payment_id, status, bank_item_id) values ($1, 'rejected', 'itm_x')",
+            "insert into payments.outcomes (payment_id, status, bank_item_id) values ($1 + 1000000, 'rejected', 'x')",
+        ):
+            with pytest.raises(asyncpg.PostgresError, match=r"final|duplicate key|does not exist"):
+                await conn.execute(statement, credited["payment_id"])
+        # A credited outcome names its ledger transfer; a rejected one has none.
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "insert into payments.outcomes (payment_id, status, bank_item_id) values ($1, 'credited', 'x')",
+                (await conn.fetchval("select max(id) from payments.payments")) + 1,
+            )
+        assert [tuple(r) for r in await conn.fetch(
+            "select status, count(*) from payments.payment_states where run_id = $1 group by 1 order by 1", run_id
+        )] == [("credited", 2), ("rejected", 1)]  # fmt: skip
 
 
 async def test_approval_refused_when_the_fund_cannot_cover(world: World) -> None:
@@ -172,7 +219,7 @@ async def test_two_concurrent_executions_make_one_set_of_payments(world: World) 
     assert {r["status"] for r in results} == {"settled"}
     assert await world.balance(FUND) == 100_000_00 - 9 * 200_00
     async with world.db.connection() as conn:
-        assert await conn.fetchval("select count(*) from payments.payments where status = 'credited'") == 9
+        assert await conn.fetchval("select count(*) from payments.payment_states where status = 'credited'") == 9
         assert await conn.fetchval("select count(*) from ledger.transfers where kind = 1") == 5  # one hold per batch
 
 
@@ -214,7 +261,8 @@ async def test_runs_survive_bank_faults(db: Database, faults: str) -> None:
         async with db.connection() as conn:
             assert (
                 await conn.fetchval(
-                    "select count(*) from payments.payments where status = 'credited' and ledger_transfer_id is null"
+                    "select count(*) from payments.payment_states "
+                    "where status = 'credited' and ledger_transfer_id is null"
                 )
                 == 0
             )
@@ -318,7 +366,7 @@ async def test_items_that_contradict_the_snapshot_hold_their_batch_while_the_res
     async with world.db.connection() as conn:
         assert (await Ledger(conn).balance(FUND)).pending_debits == 2 * 200_00  # batch 2's hold, still pending
         statuses = await conn.fetch(
-            "select batch_no, status, count(*) as n from payments.payments group by 1, 2 order by 1, 2"
+            "select batch_no, status, count(*) as n from payments.payment_states group by 1, 2 order by 1, 2"
         )
     assert [tuple(r) for r in statuses] == [(0, "credited", 2), (1, "credited", 2), (2, "snapshotted", 2)]
     # Once the bank reports it truthfully, resuming settles it, exactly once.
@@ -329,7 +377,7 @@ async def test_items_that_contradict_the_snapshot_hold_their_batch_while_the_res
     async with world.db.connection() as conn:
         assert (await Ledger(conn).balance(FUND)).pending_debits == 0
     async with world.db.connection() as conn:
-        assert await conn.fetchval("select count(*) from payments.payments where status = 'credited'") == 6
+        assert await conn.fetchval("select count(*) from payments.payment_states where status = 'credited'") == 6
 
 
 class _SlowBank:
@@ -365,7 +413,7 @@ async def test_a_bank_that_does_not_settle_stops_the_run_after_the_timeout_and_r
         assert await conn.fetchval(
             "select array_agg(distinct status) from payments.batches where run_id = $1", run_id
         ) == ["acknowledged"]
-        assert await conn.fetchval("select count(*) from payments.payments where status <> 'snapshotted'") == 0
+        assert await conn.fetchval("select count(*) from payments.payment_states where status <> 'snapshotted'") == 0
     done = await _execute(world, run_id)
     assert done["status"] == "settled"
     assert await world.balance(FUND) == 100_000_00 - 6 * 200_00
