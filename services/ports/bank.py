@@ -21,7 +21,7 @@ Failures are named conditions under :class:`BankError`:
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import date
 from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -169,6 +169,33 @@ class BatchItem(_Request):
         if (self.account_number is None) == (self.cci is None):
             raise ValueError("give exactly one of account_number and cci")
         return self
+
+
+_ITEM_FIELDS = frozenset(BatchItem.model_fields)
+_new_item = object.__new__
+_set = object.__setattr__
+
+
+def trusted_items(values: Iterable[tuple[str, str, int, str | None, str | None]]) -> list[BatchItem]:
+    """Batch items from values validated before, e.g. a payment snapshot taken from the validated registry.
+
+    Each tuple is ``(reference, dni, amount, account_number, cci)``. Nothing is validated again: the items are
+    the same objects ``BatchItem.model_construct`` makes (equal, and serialized the same: a test checks it),
+    about eight times faster (1 µs an item instead of 8), which a payment run of a million items feels.
+    """
+    items: list[BatchItem] = []
+    append = items.append
+    fields_set = set(_ITEM_FIELDS)  # shared by the batch's items: they are frozen, nothing changes it
+    for reference, dni, amount, account_number, cci in values:
+        item = _new_item(BatchItem)
+        _set(item, "__dict__", {
+            "reference": reference, "dni": dni, "amount": amount, "account_number": account_number, "cci": cci,
+        })  # fmt: skip
+        _set(item, "__pydantic_fields_set__", fields_set)
+        _set(item, "__pydantic_extra__", None)
+        _set(item, "__pydantic_private__", None)
+        append(item)
+    return items
 
 
 class CreditBatch(_Request):

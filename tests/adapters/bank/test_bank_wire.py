@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from adapters.bank import wire
 from adapters.bank.schemas import BulkAccounts
 from services.identifiers import InvalidIdentifier, make_cci, normalize_cci
-from services.ports.bank import BatchItem, CreditBatch
+from services.ports.bank import BatchItem, CreditBatch, trusted_items
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -200,3 +200,24 @@ def test_paused_gc_restores_the_collector_state() -> None:
         assert not gc.isenabled()  # an application that disabled it keeps it disabled
     finally:
         gc.enable()
+
+
+@FAST
+@given(st.lists(st.integers(min_value=0, max_value=9_999_999), min_size=1, max_size=30))
+def test_trusted_items_are_the_models_items(numbers: list[int]) -> None:
+    values = [
+        (f"R1-P{n}", f"{10_000_000 + n:08d}", 100 + n, None if n % 2 else f"04082{n:07d}", _cci(n) if n % 2 else None)
+        for n in numbers
+    ]
+    fast = trusted_items(values)
+    built = [
+        BatchItem.model_construct(reference=r, dni=d, amount=a, account_number=acc, cci=c) for r, d, a, acc, c in values
+    ]
+    validated = [BatchItem(reference=r, dni=d, amount=a, account_number=acc, cci=c) for r, d, a, acc, c in values]
+    assert fast == built == validated
+    assert [i.model_dump_json() for i in fast] == [i.model_dump_json() for i in validated]
+    assert all(i.model_fields_set == validated[0].model_fields_set for i in fast)
+    batch = CreditBatch.build("R1-B1", fast)
+    assert CreditBatch.model_validate_json(batch.model_dump_json()) == batch  # what the bank receives
+    with pytest.raises(ValidationError, match="frozen"):
+        fast[0].amount = 1  # type: ignore[misc]
