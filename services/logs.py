@@ -65,6 +65,24 @@ def mask_personal_data(_logger: Any, _method: str, event_dict: MutableMapping[st
     return event_dict
 
 
+class StderrLogger:
+    """Writes each event to the process's standard error *as it is when the event is written*.
+
+    ``structlog.PrintLoggerFactory(file=sys.stderr)`` keeps the stream it was given; when that stream is
+    replaced and closed (a test runner capturing output, a daemon redirecting its streams), every later
+    event would fail with "I/O operation on closed file" instead of being written.
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = msg
+
+
+def _stderr_logger(*_args: Any) -> StderrLogger:
+    return StderrLogger()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     """Configure structlog (and the stdlib root logger) once per process.
 
@@ -85,8 +103,11 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=_stderr_logger,
+        # Not cached: a module's logger keeps following the configuration (a test's ``capture_logs``, a
+        # second configuration) instead of freezing the one of its first event. Events are per request or
+        # per batch, never per item, so the lookup costs nothing measurable.
+        cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     # Libraries that log every request at INFO would drown the events that matter.

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import asyncpg
 import pytest
 import pytest_asyncio
+import structlog
 
 from adapters.postgres import migrate
 from adapters.postgres.database import Database, asyncpg_dsn
@@ -28,6 +29,14 @@ def _with_database(url: str, name: str) -> str:
 
     parts = urlsplit(asyncpg_dsn(url))
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@pytest.fixture(autouse=True)
+def _default_logging() -> Iterator[None]:
+    """A test that configures logging (a CLI command run in-process) leaves the defaults to the next one, so
+    a later ``capture_logs`` sees every event whatever order the tests run in."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

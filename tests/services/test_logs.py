@@ -1,0 +1,62 @@
+"""Structured logs: personal data masked in every field, written to the standard error of the moment."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from services.logs import configure_logging, mask_text
+
+
+@pytest.fixture
+def json_logs() -> Iterator[None]:
+    configure_logging("INFO", "json")
+    yield
+    structlog.reset_defaults()
+
+
+def _events(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_personal_data_is_masked_in_named_fields_and_in_free_text(
+    json_logs: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    structlog.get_logger("t").info(
+        "household.imported",
+        dni="40000001",
+        titular_name="Rosa Quispe Mamani",
+        detail="row with cci 01812300012345678907 and dni 40000002-5",
+        nested={"cci": "01812300012345678907", "count": 3},
+        households=12,
+    )
+    (event,) = _events(out.getvalue())
+    assert event["dni"] == "******01"
+    assert event["titular_name"] == "****************ni"
+    assert "01812300012345678907" not in json.dumps(event)
+    assert "40000002" not in json.dumps(event)
+    assert event["nested"] == {"cci": "******************07", "count": 3}
+    assert event["households"] == 12
+    assert mask_text("order 123") == "order 123"  # short numbers are not personal data
+
+
+def test_events_go_to_the_current_stderr_after_the_old_one_is_closed(
+    json_logs: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    log = structlog.get_logger("t")
+    monkeypatch.setattr(sys, "stderr", first)
+    log.info("one")
+    first_text = first.getvalue()
+    first.close()  # e.g. a test runner's capture of the previous test
+    monkeypatch.setattr(sys, "stderr", second)
+    log.warning("two")
+    assert [e["event"] for e in _events(first_text)] == ["one"]
+    assert [e["event"] for e in _events(second.getvalue())] == ["two"]
