@@ -93,6 +93,19 @@ async def count_exclusions(conn: Connection, program: str, period: str) -> dict[
     return {r["reason"]: {"count": r["n"], "total": 0} for r in rows}
 
 
+async def snapshot_accrued(conn: Connection, program: str) -> None:
+    """Take the program's accrued entitlements (carried by no payment) as they are now into ``run_older``:
+    the payments include exactly these, and :func:`claim_accrued` claims exactly these."""
+    await conn.execute("drop table if exists run_older")
+    await conn.execute(
+        """create temp table run_older on commit drop as
+           select e.household_id, e.period, e.amount, e.breakdown from payments.entitlements e
+            where e.program = $1 and e.payment_id is null""",
+        program,
+    )
+    await conn.execute("analyze run_older")  # a few rows or a million: the joins below plan on the count
+
+
 async def insert_payments(conn: Connection, run_id: int, program: str, period: str, batch_size: int) -> None:
     """One payment per household with a usable account: this period plus everything accrued before."""
     await conn.execute(
@@ -102,11 +115,10 @@ async def insert_payments(conn: Connection, run_id: int, program: str, period: s
                   and not exists (select 1 from payments.entitlements e
                                    where e.program = $2 and e.household_id = r.household_id and e.period = $3)),
            older as (
-               select e.household_id, sum(e.amount)::bigint as amount,
-                      jsonb_object_agg(e.period, e.breakdown || jsonb_build_object('amount', e.amount)) as breakdown
-                 from payments.entitlements e
-                where e.program = $2 and e.payment_id is null
-                group by e.household_id),
+               select o.household_id, sum(o.amount)::bigint as amount,
+                      jsonb_object_agg(o.period, o.breakdown || jsonb_build_object('amount', o.amount)) as breakdown
+                 from run_older o
+                group by o.household_id),
            due as (
                select coalesce(c.household_id, o.household_id) as household_id,
                       coalesce(c.amount, 0) + coalesce(o.amount, 0) as amount,
@@ -145,29 +157,34 @@ async def insert_entitlements(conn: Connection, run_id: int, program: str, perio
 
 
 async def claim_accrued(conn: Connection, run_id: int, program: str) -> None:
-    """Point earlier accrued entitlements at this run's payments, then check every payment adds up."""
-    await conn.execute(
+    """Point the accrued entitlements the payments include (``run_older``) at them, every one of them.
+
+    Each payment is its period's entitlement plus exactly the accrued ones of its household taken by
+    :func:`snapshot_accrued`, so it equals the sum of the entitlements it carries once each of those is
+    claimed. One released meanwhile (a rejection in another run's settlement) is not in ``run_older``: it
+    stays accrued, for the next run. One claimed meanwhile cannot be (runs of a program are created one at
+    a time); if it were, the counts differ and nothing is created.
+    """
+    status: str = await conn.execute(
         """update payments.entitlements e set payment_id = p.id
-             from payments.payments p
-            where p.run_id = $1 and e.program = $2 and e.household_id = p.household_id and e.payment_id is null""",
+             from run_older o join payments.payments p on p.run_id = $1 and p.household_id = o.household_id
+            where e.program = $2 and e.household_id = o.household_id and e.period = o.period
+              and e.payment_id is null""",
         run_id,
         program,
     )
-    # An aggregate, not "limit 1": a limit tempts the planner into a nested loop over a million payments.
-    bad = await conn.fetchrow(
-        """select count(*) as n, min(p.id) as id
-             from payments.payments p
-             left join (select payment_id, sum(amount)::bigint as total from payments.entitlements
-                         where payment_id in (select id from payments.payments where run_id = $1)
-                         group by payment_id) s on s.payment_id = p.id
-            where p.run_id = $1 and p.amount <> coalesce(s.total, 0)""",
+    claimed = int(status.rsplit(" ", 1)[-1])
+    expected: int = await conn.fetchval(
+        """select count(*) from run_older o
+             join payments.payments p on p.run_id = $1 and p.household_id = o.household_id""",
         run_id,
     )
-    if bad is not None and bad["n"]:
+    if claimed != expected:
         raise RunIncident(
-            f"{bad['n']} payment(s) (first: {bad['id']}) do not add up to the entitlements they carry; another run "
-            "of the program is being created at the same time: try again",
-            payment=bad["id"],
+            f"{expected - claimed} accrued entitlement(s) included in this run's payments were claimed by another "
+            "run meanwhile; nothing was created: try again",
+            expected=expected,
+            claimed=claimed,
         )
 
 

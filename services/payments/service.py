@@ -1,9 +1,11 @@
 """Creating, approving and reporting payment runs (the execution is in :mod:`services.payments.execute`).
 
 ``create`` is set-based: one query computes every household's entitlement for the period (the programs
-capability's SQL), one inserts the payments (one per household with a usable account, carrying the period
-and anything accrued before), one inserts the period's entitlements pointing at their payment, and one
-plans the bank batches. A million households take seconds, and nothing moves in the ledger yet.
+capability's SQL), one takes the accrued entitlements as they are now, one inserts the payments (one per
+household with a usable account, carrying the period and exactly those accrued), one inserts the period's
+entitlements pointing at their payment, one claims those accrued for the payments, and one plans the bank
+batches. A million households take about half a minute (``docs/performance.md``); nothing moves in the
+ledger yet.
 """
 
 from __future__ import annotations
@@ -74,10 +76,11 @@ async def create_run(
     await conn.execute("create index on run_entitlements (household_id)")
     await conn.execute("analyze run_entitlements")
     exclusions = await repo.count_exclusions(conn, ctx.program, ctx.period)
+    await repo.snapshot_accrued(conn, ctx.program)
     await repo.insert_payments(conn, run_id, ctx.program, ctx.period, batch_size)
     await conn.execute("analyze payments.payments")  # fresh rows: the next joins need their statistics
     await repo.insert_entitlements(conn, run_id, ctx.program, ctx.period)
-    await conn.execute("analyze payments.entitlements")
+    # What follows reads the entitlements by key only (the accrued ones in run_older): no statistics needed.
     await repo.claim_accrued(conn, run_id, ctx.program)
     totals = await repo.plan_batches(conn, run_id)
     accrued = await repo.accrued_of_run(conn, run_id, ctx.program, ctx.period)

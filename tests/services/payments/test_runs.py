@@ -14,6 +14,7 @@ from adapters.postgres.database import Database
 from ledger import audit
 from ledger.engine import Ledger
 from services.payments import report, service
+from services.payments import repository as repo
 from services.payments.errors import (
     MakerChecker,
     RunExists,
@@ -153,6 +154,54 @@ async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: W
                 group by e.household_id, e.period having count(*) > 1) x"""
         )
         assert twice == 0
+
+
+async def test_an_entitlement_released_while_a_run_is_created_stays_accrued_for_the_next(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = await world.register(3)
+    late, early = rows[0], rows[1]
+    for h in (late, early):
+        account = (await world.bank.find_accounts(cci=h["cci"]))[0]
+        await world.bank.close_account(account.id, idempotency_key=f"close-{h['household_id']}")
+    await world.fund(10_000_00)
+    b4 = await _create(world, "2026-B4")
+    await _approve(world, b4)
+    await _execute(world, b4)  # both rejected: their B4 entitlements accrue again
+    async with world.db.unit_of_work() as conn:
+        # `late`'s rejection is released only while B5 is being created (its settlement still running).
+        await conn.execute(
+            """update payments.entitlements e set payment_id = p.id from payments.payments p
+                where p.run_id = $1 and p.household_id = $2 and e.household_id = $2 and e.period = '2026-B4'""",
+            b4,
+            late["household_id"],
+        )
+    snapshot = repo.snapshot_accrued
+
+    async def release_meanwhile(conn: Any, program: str) -> None:
+        await snapshot(conn, program)
+        async with world.db.unit_of_work() as other:
+            await other.execute(
+                """update payments.entitlements set payment_id = null
+                    where household_id = $1 and period = '2026-B4'""",
+                late["household_id"],
+            )
+
+    monkeypatch.setattr(repo, "snapshot_accrued", release_meanwhile)
+    b5 = await _create(world, "2026-B5")  # not refused: the late release is simply not part of it
+    async with world.db.connection() as conn:
+        amounts = dict(await conn.fetch("select household_id, amount from payments.payments where run_id = $1", b5))
+        assert amounts == {late["household_id"]: 200_00, early["household_id"]: 400_00, rows[2]["household_id"]: 200_00}
+        carried = dict(
+            await conn.fetch(
+                """select p.household_id, sum(e.amount)::bigint from payments.payments p
+                     join payments.entitlements e on e.payment_id = p.id where p.run_id = $1 group by 1""",
+                b5,
+            )
+        )
+        assert carried == amounts  # every payment carries exactly what it pays
+        accrued = await conn.fetch("select household_id, period from payments.entitlements where payment_id is null")
+        assert [tuple(r) for r in accrued] == [(late["household_id"], "2026-B4")]  # for the next run
 
 
 async def test_snapshots_and_outcomes_are_final_in_the_database(world: World) -> None:
