@@ -73,7 +73,6 @@ async def create_run(
     sql, params = ctx.entitlements_sql(param_offset=0)
     await conn.execute("drop table if exists run_entitlements")
     await conn.execute(f"create temp table run_entitlements on commit drop as {sql}", *params)
-    await conn.execute("create index on run_entitlements (household_id)")
     await conn.execute("analyze run_entitlements")
     exclusions = await repo.count_exclusions(conn, ctx.program, ctx.period)
     await repo.snapshot_accrued(conn, ctx.program)
