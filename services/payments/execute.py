@@ -668,7 +668,7 @@ def _credit_batch(run_id: int, reference: str, payments: Sequence[Mapping[str, A
     The snapshot was validated when the registry was imported (DNI and CCI check digits), so the items are
     made without validating each again (:func:`services.ports.bank.trusted_items`).
     """
-    prefix = f"R{run_id}-P"  # repo.payment_reference, inlined: a thousand per batch
+    prefix = repo.payment_reference_prefix(run_id)  # repo.payment_reference, inlined: a thousand per batch
     items = trusted_items((f"{prefix}{p['id']}", p["dni"], p["amount"], None, p["cci"]) for p in payments)
     return CreditBatch.model_construct(
         reference=reference,

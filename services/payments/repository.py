@@ -13,14 +13,19 @@ RUN_COLUMNS = """id, program, period, status, currency, rule_version, batch_size
     executed_by, execution_started_at, settled_at, closed_by, closed_at"""
 
 
+def payment_reference_prefix(run_id: int) -> str:
+    """What every payment reference of a run starts with: the payment id follows."""
+    return f"R{run_id}-P"
+
+
 def payment_reference(run_id: int, payment_id: int) -> str:
     """Our stable reference of a payment at the bank."""
-    return f"R{run_id}-P{payment_id}"
+    return f"{payment_reference_prefix(run_id)}{payment_id}"
 
 
 def parse_payment_reference(run_id: int, reference: str) -> int | None:
     """The payment id inside a reference of this run, or None when it is not one of ours."""
-    prefix = f"R{run_id}-P"
+    prefix = payment_reference_prefix(run_id)
     if not reference.startswith(prefix) or not reference[len(prefix) :].isdigit():
         return None
     return int(reference[len(prefix) :])

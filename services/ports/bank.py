@@ -171,7 +171,15 @@ class BatchItem(_Request):
         return self
 
 
-_ITEM_FIELDS = frozenset(BatchItem.model_fields)
+_ITEM_FIELDS = ("reference", "dni", "amount", "account_number", "cci")
+# trusted_items sets exactly these fields and nothing else: a new field, a private attribute or a post-init
+# hook on BatchItem must be reflected there (the import fails otherwise).
+if (
+    tuple(BatchItem.model_fields) != _ITEM_FIELDS
+    or BatchItem.__private_attributes__
+    or BatchItem.__pydantic_post_init__
+):  # pragma: no cover - a guard for whoever changes BatchItem
+    raise TypeError("BatchItem changed: update trusted_items to set every field it has")
 _new_item = object.__new__
 _set = object.__setattr__
 
@@ -185,13 +193,13 @@ def trusted_items(values: Iterable[tuple[str, str, int, str | None, str | None]]
     """
     items: list[BatchItem] = []
     append = items.append
-    fields_set = set(_ITEM_FIELDS)  # shared by the batch's items: they are frozen, nothing changes it
+    fields_set = set(_ITEM_FIELDS)
     for reference, dni, amount, account_number, cci in values:
         item = _new_item(BatchItem)
         _set(item, "__dict__", {
             "reference": reference, "dni": dni, "amount": amount, "account_number": account_number, "cci": cci,
         })  # fmt: skip
-        _set(item, "__pydantic_fields_set__", fields_set)
+        _set(item, "__pydantic_fields_set__", fields_set.copy())  # each its own, as model_construct gives
         _set(item, "__pydantic_extra__", None)
         _set(item, "__pydantic_private__", None)
         append(item)

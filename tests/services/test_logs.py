@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from services.logs import configure_logging, mask_text
+from services.logs import _CurrentStderrHandler, configure_logging, mask_text
 
 
 @pytest.fixture
@@ -60,3 +61,16 @@ def test_events_go_to_the_current_stderr_after_the_old_one_is_closed(
     log.warning("two")
     assert [e["event"] for e in _events(first_text)] == ["one"]
     assert [e["event"] for e in _events(second.getvalue())] == ["two"]
+
+
+def test_library_records_go_to_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    record = logging.LogRecord("httpx", logging.WARNING, __file__, 1, "slow answer", None, None)
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler.emit(record)
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    handler.emit(record)
+    assert second.getvalue() == "WARNING slow answer\n"
