@@ -24,6 +24,7 @@ from adapters.postgres.bootstrap import resolve_database_url
 from adapters.postgres.database import Database
 from ledger import audit, bulk
 from services.api import metrics, problems
+from services.api.deps import OPENAPI_BODIES
 from services.collector import server_collector
 from services.config import Settings, get_settings
 from services.ledgerapi import metrics as ledger_metrics
@@ -153,6 +154,8 @@ def create_app(
     for router in routers if routers is not None else _capability_routers():
         app.include_router(router)
 
+    _document_self_parsed_bodies(app)
+
     @app.get("/healthz", tags=["ops"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -172,6 +175,24 @@ def create_app(
         return Response(body, media_type=content_type)
 
     return app
+
+
+def _document_self_parsed_bodies(app: FastAPI) -> None:
+    """Add the schemas of the bodies routes validate themselves (``deps.json_body``) to the OpenAPI
+    document: FastAPI lists only the models of the parameters it parses."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schemas = generate().setdefault("components", {}).setdefault("schemas", {})
+            for model in OPENAPI_BODIES:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in schema.pop("$defs", {}).items():
+                    schemas.setdefault(name, definition)
+                schemas.setdefault(model.__name__, schema)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _capability_routers() -> list[Router]:

@@ -144,6 +144,55 @@ async def test_malformed_transfers_are_422_with_the_field(api: Api, body: dict[s
     assert any(e["field"].startswith(field) for e in problem["errors"]), problem
 
 
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        (b"{not json", "body", "Invalid JSON: key must be a string at line 1 column 2"),
+        (b"", "body", "Field required"),
+        (b"[]", "body", "Input should be an object"),
+        (b'{"postings": [], "currency": "PEN", "pending": "yes"}', "body.postings", "at least 2 items"),
+    ],
+)
+async def test_bodies_that_are_not_a_transfer_are_422_saying_where(
+    api: Api, raw: bytes, field: str, message: str
+) -> None:
+    headers = {**api.auth("operator"), "Idempotency-Key": "raw", "Content-Type": "application/json"}
+    r = await api.client.post("/v1/transfers", content=raw, headers=headers)
+    assert r.status_code == 422
+    assert r.headers["content-type"] == PROBLEM
+    first = r.json()["errors"][0]
+    assert first["field"] == field
+    assert message in first["message"]
+
+
+async def test_the_caller_is_checked_before_the_body(api: Api) -> None:
+    r = await api.client.post("/v1/transfers", content=b"{not json", headers={"Idempotency-Key": "x"})
+    assert r.status_code == 401
+    r = await api.client.post(
+        "/v1/transfers", content=b"{not json", headers={**api.auth("auditor"), "Idempotency-Key": "x"}
+    )
+    assert r.status_code == 403
+
+
+async def test_the_transfer_route_is_documented_with_its_body_and_headers(api: Api) -> None:
+    doc = (await api.client.get("/openapi.json")).json()
+    operation = doc["paths"]["/v1/transfers"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TransferCreate"
+    }
+    assert {(p["name"], p["in"]) for p in operation["parameters"]} == {
+        ("Idempotency-Key", "header"),
+        ("authorization", "header"),
+    }
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["TransferCreate"]["properties"]) >= {"postings", "currency", "pending", "metadata"}
+    assert schemas["TransferCreate"]["properties"]["postings"]["items"] == {"$ref": "#/components/schemas/PostingIn"}
+    assert "PostingIn" in schemas
+    assert operation["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TransferOut"
+    }
+
+
 async def test_business_refusals(api: Api) -> None:
     await _chart(api)
     h = api.auth("operator")
