@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 
-from ledger.db import Connection
+from ledger.db import Connection, affected_rows
 from ledger.engine import _raise_translated
 from ledger.errors import (
     AccountClosed,
@@ -577,4 +577,4 @@ async def ensure_accounts(
         no_overdraft,
         metadata or {},
     )
-    return int(status.rsplit(" ", 1)[-1])
+    return affected_rows(status)

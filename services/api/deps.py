@@ -62,14 +62,10 @@ async def unit_of_work(request: Request) -> AsyncIterator[Connection]:
         yield conn
 
 
-Authorization = Annotated[str | None, Header(description="`Bearer <token>`")]
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="Client-chosen key (1-200 characters); a replay returns the first answer.",
-    ),
-]
+_AUTHORIZATION = "`Bearer <token>`"
+_IDEMPOTENCY_KEY = "Client-chosen key (1-200 characters); a replay returns the first answer."
+Authorization = Annotated[str | None, Header(description=_AUTHORIZATION)]
+IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", description=_IDEMPOTENCY_KEY)]
 
 
 async def principal(request: Request, authorization: Authorization = None) -> Principal:
@@ -157,7 +153,7 @@ async def keyed_write(
 
 async def keyed_write_of(request: Request) -> KeyedWrite:
     """:func:`keyed_write` for a route that takes only the request: the same checks and errors, the headers
-    read directly (the route documents them with :data:`KEYED_WRITE_OPENAPI`)."""
+    read directly (the route documents them with :func:`keyed_write_openapi`)."""
     headers = request.headers
     return await keyed_write(request, headers.get("authorization"), headers.get("idempotency-key"))
 
@@ -196,14 +192,14 @@ def keyed_write_openapi(body: type[BaseModel]) -> dict[str, Any]:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": True,
-                "description": "Client-chosen key (1-200 characters); a replay returns the first answer.",
+                "description": _IDEMPOTENCY_KEY,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 200},
             },
             {
                 "name": "authorization",
                 "in": "header",
                 "required": False,
-                "description": "`Bearer <token>`",
+                "description": _AUTHORIZATION,
                 "schema": {"type": "string"},
             },
         ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ledger.db import Connection
+from ledger.db import Connection, affected_rows
 from services.payments.errors import RunIncident, RunNotFound
 
 RUN_COLUMNS = """id, program, period, status, currency, rule_version, batch_size, payments_count, payments_total,
@@ -178,7 +178,7 @@ async def claim_accrued(conn: Connection, run_id: int, program: str) -> None:
         run_id,
         program,
     )
-    claimed = int(status.rsplit(" ", 1)[-1])
+    claimed = affected_rows(status)
     expected: int = await conn.fetchval(
         """select count(*) from run_older o
              join payments.payments p on p.run_id = $1 and p.household_id = o.household_id""",

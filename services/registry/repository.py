@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from ledger.db import Connection
+from ledger.db import Connection, affected_rows
 
 IMPORT_WORK_MEM: Final = "256MB"
 PADRON_STAGING: Final = "registry_padron_staging"
@@ -194,7 +194,7 @@ async def merge_padron(conn: Connection, import_id: int) -> tuple[int, int]:
             select s.household_id, {staged}, 1, $1 {new}""",
         import_id,
     )
-    return int(status.rsplit(" ", 1)[1]), int(updated)
+    return affected_rows(status), int(updated)
 
 
 # --------------------------------------------------------------------------------------------- compliance
