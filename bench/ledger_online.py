@@ -6,9 +6,14 @@ transfer is refused), each with its own idempotency key. ``--hot`` makes every t
 account (the program fund, ``hot=True``): half pay out of it, half pay back into it. Prints transfers/s and
 the p50/p99 latency of each run, then the median run, and a one-line JSON summary last.
 
+``--grouped`` sends the same transfers through :class:`ledger.groups.TransferGroups` (what ``POST
+/v1/transfers`` uses): each client still waits for its own transfer, but the transfers of clients waiting at
+the same moment are written in one statement and one commit, so it is not one transfer per transaction.
+
     .venv/bin/python bench/ledger_online.py                          # durable embedded server
     .venv/bin/python bench/ledger_online.py --hot --clients 16
     .venv/bin/python bench/ledger_online.py --fast --transfers 20000 --runs 1
+    .venv/bin/python bench/ledger_online.py --grouped
     DATABASE_URL=postgresql://user@host/postgres .venv/bin/python bench/ledger_online.py
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import statistics
 import time
@@ -36,6 +42,7 @@ from _common import (
 from adapters.postgres.database import Database
 from ledger.bulk import BulkTransfer
 from ledger.engine import Ledger
+from ledger.groups import TransferGroups
 from ledger.models import PostingSpec, TransferRequest
 
 START_BALANCE = 1_000_000_00  # enough that no transfer of the run is refused
@@ -55,13 +62,23 @@ class Run:
         return percentile(self.latencies, q) * 1000
 
 
-async def one_run(db: Database, codes: list[str], hot: str | None, per_client: list[int], tag: str, seed: int) -> Run:
+async def one_run(
+    db: Database,
+    codes: list[str],
+    hot: str | None,
+    per_client: list[int],
+    tag: str,
+    seed: int,
+    groups: TransferGroups | None = None,
+) -> Run:
     latencies: list[float] = []
 
     async def client(number: int, count: int) -> None:
         rng = random.Random(f"{seed}-{number}")
-        async with db.connection() as conn:
-            ledger = Ledger(conn, actor=f"bench-{number}")
+        async with contextlib.AsyncExitStack() as stack:
+            if groups is None:
+                conn = await stack.enter_async_context(db.connection())
+                ledger = Ledger(conn, actor=f"bench-{number}")
             for i in range(count):
                 if hot is None:
                     debit, credit = rng.sample(codes, 2)
@@ -71,7 +88,10 @@ async def one_run(db: Database, codes: list[str], hot: str | None, per_client: l
                 amount = rng.randint(1, 100_00)
                 request = TransferRequest((PostingSpec(debit, debit=amount), PostingSpec(credit, credit=amount)), "PEN")
                 started = time.perf_counter()
-                await ledger.transfer(request, f"{tag}-{number}-{i}")
+                if groups is None:
+                    await ledger.transfer(request, f"{tag}-{number}-{i}")
+                else:
+                    await groups.transfer(request, f"{tag}-{number}-{i}", f"bench-{number}")
                 latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
@@ -100,10 +120,11 @@ async def measure(server: Server, args: argparse.Namespace) -> None:
             for n in range(args.clients)
         ]
         warmup = [max(1, args.warmup // args.clients)] * args.clients
-        await one_run(db, codes, hot, warmup, "warmup", 0)
+        groups = TransferGroups(db.connection, max_items=args.group_max) if args.grouped else None
+        await one_run(db, codes, hot, warmup, "warmup", 0, groups)
         runs = []
         for r in range(args.runs):
-            result = await one_run(db, codes, hot, split, f"run{r}", r + 1)
+            result = await one_run(db, codes, hot, split, f"run{r}", r + 1, groups)
             runs.append(result)
             print(
                 f"  run {r + 1}: {result.transfers:,} transfers in {result.seconds:.2f} s = {result.rate:,.0f} "
@@ -116,6 +137,13 @@ async def measure(server: Server, args: argparse.Namespace) -> None:
                           (select coalesce(sum(posted * normal_balance), 0) from ledger.accounts) as net
                      from ledger.transfers"""
             )
+        if groups is not None:
+            st = groups.stats
+            print(
+                f"  groups: {st.groups:,} taken, {st.grouped:,} transfers written together "
+                f"({st.grouped / max(1, st.groups - st.fallbacks - st.sizes.get(1, 0)):.1f} a group), "
+                f"{st.alone:,} alone, {st.fallbacks} groups fell back"
+            )
         expected = sum(warmup) + args.runs * args.transfers
         if report["online"] != expected or report["net"] != 0:
             raise SystemExit(f"ledger check failed: {dict(report)}, expected {expected} online transfers")
@@ -127,6 +155,7 @@ async def measure(server: Server, args: argparse.Namespace) -> None:
     print(
         f"online transfers: {args.clients} clients, {args.accounts:,} accounts, "
         f"{'hot (every transfer touches one account)' if args.hot else 'uniform random pairs'}, "
+        f"{'grouped (ledger.groups)' if args.grouped else 'one transfer per transaction'}, "
         f"{args.transfers:,} transfers a run, {args.runs} runs"
     )
     print(
@@ -141,6 +170,7 @@ async def measure(server: Server, args: argparse.Namespace) -> None:
             "clients": args.clients,
             "accounts": args.accounts,
             "hot": args.hot,
+            "grouped": args.grouped,
             "transfers_per_run": args.transfers,
             "runs": [round(x.rate, 1) for x in runs],
             "transfers_per_s": round(median.rate, 1),
@@ -158,6 +188,12 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10_000, help="accounts to pick pairs from (default 10,000)")
     parser.add_argument("--hot", action="store_true", help="every transfer touches one shared (hot) account")
     parser.add_argument("--runs", type=int, default=3, help="runs; the median run is reported (default 3)")
+    parser.add_argument(
+        "--grouped", action="store_true", help="write concurrent clients' transfers together (ledger.groups)"
+    )
+    parser.add_argument(
+        "--group-max", type=int, default=4, help="with --grouped: most transfers written together (default 4)"
+    )
     parser.add_argument("--warmup", type=int, default=1_000, help="transfers before the first run (default 1,000)")
     add_server_args(parser)
     args = parser.parse_args()

@@ -65,6 +65,16 @@ class Settings(BaseSettings):
         description="How long a verified API token is cached in a server process; a revoked "
         "token stops working within this time (at once in the process that revoked it).",
     )
+    transfer_group_max: int = Field(
+        default=32,
+        ge=1,
+        le=64,
+        description="Most concurrent `POST /v1/transfers` written together in one statement and commit "
+        "(1: each alone). Answers never change; see docs/architecture.md.",
+    )
+    transfer_group_workers: int = Field(
+        default=2, ge=1, le=16, description="Groups of HTTP transfers written at once, each on its own connection."
+    )
     run_concurrency: int = Field(default=8, ge=1, le=64, description="Bank requests in flight while a run executes.")
     run_settle_group: int = Field(
         default=10, ge=1, le=1000, description="Settled bank batches applied to the ledger per transaction."

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from ledger import audit
 from ledger.engine import Ledger
+from ledger.groups import TransferGroups
 from ledger.models import Transfer
 from services.api.deps import (
     Admin,
@@ -22,6 +23,7 @@ from services.api.deps import (
     UoW,
     Write,
     Writer,
+    get_database,
     json_body,
     keyed_write_of,
     keyed_write_openapi,
@@ -57,6 +59,29 @@ def _transfer_response(t: Transfer, status: int = 201) -> Response:
     return _ORJSON(t.to_dict(), status_code=status, headers=headers)
 
 
+def transfer_groups(request: Request) -> TransferGroups | None:
+    """The process's groups of online transfers (:mod:`ledger.groups`), made on first use; None when
+    ``CCT_TRANSFER_GROUP_MAX`` is 1 (each transfer alone)."""
+    state = request.app.state
+    groups: TransferGroups | None = getattr(state, "transfer_groups", None)
+    if groups is None:
+        settings = state.settings
+        if settings.transfer_group_max <= 1:
+            return None
+        groups = TransferGroups(
+            get_database(request).connection,
+            max_items=settings.transfer_group_max,
+            workers=settings.transfer_group_workers,
+            observe=_observe_group,
+        )
+        state.transfer_groups = groups
+    return groups
+
+
+def _observe_group(size: int, together: bool) -> None:
+    metrics.TRANSFER_GROUPS.labels(together=str(together).lower()).observe(size)
+
+
 # First in the router: Starlette tries routes in order (a regular expression each), and this one carries
 # most of the traffic.
 #
@@ -79,8 +104,12 @@ async def create_transfer(request: Request) -> Response:
     """
     call = await keyed_write_of(request)
     body = await json_body(request, TransferCreate)
-    async with call.ledger() as led:
-        t = await led.transfer(body.to_request(), call.key)
+    groups = transfer_groups(request)
+    if groups is not None:  # written together with the transfers of concurrent callers (ledger.groups)
+        t = await groups.transfer(body.to_request(), call.key, call.who.name)
+    else:
+        async with call.ledger() as led:
+            t = await led.transfer(body.to_request(), call.key)
     return _transfer_response(t)
 
 

@@ -2,7 +2,8 @@
 
 0006 (the one-statement transfer): a transfer stored with its idempotency key by either version replays the
 same way through the other. 0007 (payment outcomes in their own table): outcomes move back into the
-payments and out again, and each version's guards hold.
+payments and out again, and each version's guards hold. 0008 (transfer groups): the function goes and comes
+back with its setting.
 """
 
 from __future__ import annotations
@@ -100,5 +101,20 @@ async def test_payment_outcomes_downgrade_to_0006_and_back(db_url: str) -> None:
         assert await conn.fetch("select * from payments.payment_states order by id") == before
         with pytest.raises(asyncpg.PostgresError, match="final"):
             await conn.execute("update payments.outcomes set status = 'rejected' where payment_id = $1", credited)
+    finally:
+        await conn.close()
+
+
+async def test_transfer_groups_downgrade_to_0007_and_back(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        exists = (
+            "select proconfig from pg_proc where proname = 'create_transfers' and pronamespace = 'ledger'::regnamespace"
+        )
+        assert await conn.fetchval(exists) == ["plan_cache_mode=force_generic_plan"]
+        await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0007_payment_outcomes")
+        assert await conn.fetchval(exists) is None
+        await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")
+        assert await conn.fetchval(exists) == ["plan_cache_mode=force_generic_plan"]
     finally:
         await conn.close()

@@ -123,6 +123,34 @@ async def test_concurrent_duplicates_make_one_transfer(api: Api) -> None:
     assert bal["balance"]["posted"] == 7_00
 
 
+async def test_concurrent_transfers_are_written_together_and_answered_each(api: Api) -> None:
+    """Concurrent POSTs share groups (CCT_TRANSFER_GROUP_MAX); a refused one gets its own problem and the
+    others are written, each with its caller's key and user."""
+    await _chart(api)
+    h = api.auth("operator")
+    fund = _pay("mef:treasury", "program:JUNTOS:fund", 100_00)
+    assert (await api.client.post("/v1/transfers", json=fund, headers={**h, "Idempotency-Key": "f"})).status_code == 201
+    pay = _pay("program:JUNTOS:fund", "household:000001:savings", 10_00)
+    bodies = [pay] * 6 + [_pay("program:JUNTOS:fund", "household:000001:savings", 500_00)] + [pay] * 3
+    results = await asyncio.gather(
+        *(
+            api.client.post("/v1/transfers", json=b, headers={**h, "Idempotency-Key": f"g{n}"})
+            for n, b in enumerate(bodies)
+        )
+    )
+    assert [r.status_code for r in results] == [201] * 6 + [409] + [201] * 3
+    assert results[6].json()["type"] == "urn:cct-ledger:problem:insufficient-funds"
+    assert len({r.json()["id"] for r in results if r.status_code == 201}) == 9
+    assert {r.json()["actor"] for r in results if r.status_code == 201} == {"operator-user"}
+    bal = (await api.client.get("/v1/accounts/program:JUNTOS:fund", headers=h)).json()
+    assert bal["balance"]["posted"] == 10_00
+    replay = await api.client.post("/v1/transfers", json=pay, headers={**h, "Idempotency-Key": "g3"})
+    assert (replay.status_code, replay.json()["id"]) == (201, results[3].json()["id"])
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    metrics = (await api.client.get("/metrics")).text
+    assert 'cct_ledger_transfer_group_size_count{together="false"}' in metrics
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
