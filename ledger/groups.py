@@ -2,17 +2,18 @@
 
 Each online transfer costs PostgreSQL a statement's start and end, its locks, its triggers and a durable
 commit; on two cores that, not the rows, is what limits one transfer per transaction (about 1 ms of the
-server's CPU each, ``docs/performance.md``). :class:`TransferGroups` lets concurrent callers share it: a
+database's CPU each, ``docs/performance.md``). :class:`TransferGroups` lets concurrent callers share it: a
 caller hands its transfer (request, idempotency key, actor) and waits; a worker takes every transfer
 waiting at that moment (up to ``max_items``) and writes them with one call of ``ledger.create_transfers``
 (migration ``0008_transfer_groups``) in one transaction. Nothing waits for a group to fill: under light
 load each transfer goes alone, as before; under load the groups grow by themselves (group commit).
 
-Grouping never changes an answer. The group is written exactly as the transfers would be written one after
-the other in the order taken, or not at all: when any of them would be refused or is a replay, the
-database writes nothing and each transfer then runs on its own (:meth:`ledger.engine.Ledger.transfer`, its
-own transaction), which gives it its own answer (the transfer, the replay, or the error). A transfer that
-waits in a group is committed durably before its caller hears of it, like any other.
+Grouping never changes an answer. The group is written as the transfers would be written one after the other
+in the order taken (one record time for the group, ids taken before the locks: ``docs/architecture.md``), or
+not at all: when any of them would be refused or is a replay, the database writes nothing and each transfer
+then runs on its own (:meth:`ledger.engine.Ledger.transfer`, its own transaction), which gives it its own
+answer (the transfer, the replay, or the error). A transfer that waits in a group is committed durably before
+its caller hears of it, like any other.
 
 Only keyed transfers are grouped (the key is what makes a group's outcome checkable: a caller that loses
 its connection retries with the key). Two transfers with the same key never share a group.
@@ -21,6 +22,7 @@ its connection retries with the key). Two transfers with the same key never shar
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -37,6 +39,10 @@ log = structlog.get_logger(__name__)
 
 MAX_ITEMS = 64
 """The most transfers one group may hold."""
+
+_ALONE_AT_ONCE = 4
+"""Transfers of a group that could not be written as one, written alone at once (each on its own connection):
+enough to overlap their round trips, not so many that one group takes the pool from every other route."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +158,8 @@ class TransferGroups:
             # Counted here and uncounted by the worker itself, with no await between its last look at the
             # queue and the count: a transfer never waits in a queue no worker will look at again.
             self._active += 1
-            task = asyncio.create_task(self._work())
+            # In a context of its own: the worker outlives this caller's request (and its log context).
+            task = asyncio.create_task(self._work(), context=contextvars.Context())
             self._tasks.add(task)  # a reference, so the task is not collected while it runs
             task.add_done_callback(self._tasks.discard)
         return await future
@@ -224,18 +231,22 @@ class TransferGroups:
             self.stats.fallbacks += 1
         self.stats.alone += size
         self._report(size, False)
-        await asyncio.gather(*(self._alone(w) for w in group))
+        gate = asyncio.Semaphore(_ALONE_AT_ONCE)
+        await asyncio.gather(*(self._alone(w, gate) for w in group))
 
-    async def _alone(self, w: _Waiting) -> None:
-        try:
-            async with self._connection() as conn:
-                t = await Ledger(conn, w.item.actor).transfer(w.item.request, w.item.key)
-        except Exception as e:
-            if not w.future.done():
-                w.future.set_exception(e)
-        else:
-            if not w.future.done():
-                w.future.set_result(t)
+    async def _alone(self, w: _Waiting, gate: asyncio.Semaphore) -> None:
+        async with gate:
+            if w.future.done():  # its caller went away meanwhile: nothing to answer, nothing to write
+                return
+            try:
+                async with self._connection() as conn:
+                    t = await Ledger(conn, w.item.actor).transfer(w.item.request, w.item.key)
+            except Exception as e:
+                if not w.future.done():
+                    w.future.set_exception(e)
+            else:
+                if not w.future.done():
+                    w.future.set_result(t)
 
     def _report(self, size: int, together: bool) -> None:
         if self._observe is not None:

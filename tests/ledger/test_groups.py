@@ -262,8 +262,39 @@ async def test_concurrent_callers_are_written_together_each_with_its_answer(db: 
         assert (await led.balance("cc:b")).posted == 108_00
         assert (await led.balance("cc:c")).posted == 100_00
     stats = groups.stats
-    assert stats.fallbacks >= 1  # the first group held the refusals: each of its transfers went alone
-    assert stats.grouped + stats.alone == 12  # every call was taken once, the repeated keys after the first
+    # The first group held the refusals, the second the keys used again: each of their transfers went alone.
+    assert (stats.grouped, stats.fallbacks) == (0, 2)
+    assert stats.alone == 12  # every call was taken once, the repeated keys after the first
+
+    # Without a refusal, the callers waiting together are written together, each with its own key and actor.
+    again = await asyncio.gather(*(call(20 + n, small) for n in range(6)))
+    assert (stats.grouped, stats.fallbacks, stats.sizes.get(6)) == (6, 2, 1)
+    assert [t.actor for t in again if isinstance(t, Transfer)] == [f"user-{20 + n}" for n in range(6)]
+    async with db.connection() as conn:
+        assert (await Ledger(conn).balance("cc:a")).posted == 86_00
+
+
+async def test_a_caller_gone_before_its_group_fell_back_is_not_written(db: Database) -> None:
+    async with db.connection() as conn:
+        await chart(conn, "gone", funded=100_00)
+    groups = TransferGroups(db.connection, max_items=8, workers=1)
+    small = pay([("gone:a", -1_00), ("gone:b", 1_00)])
+    stays = asyncio.create_task(groups.transfer(small, "gone:stays", "ana"))
+    leaves = asyncio.create_task(groups.transfer(small, "gone:leaves", "ana"))
+    refused = asyncio.create_task(groups.transfer(pay([("gone:a", -900_00), ("gone:b", 900_00)]), "gone:no", "ana"))
+    while groups.stats.groups == 0:  # the worker has taken the three and is writing them as one
+        await asyncio.sleep(0)
+    leaves.cancel()
+    assert not (await stays).replayed
+    with pytest.raises(InsufficientFunds):
+        await refused
+    with pytest.raises(asyncio.CancelledError):
+        await leaves
+    async with db.connection() as conn:
+        keys = await conn.fetch(
+            "select key from ledger.idempotency_keys where key like 'gone:%' and key not like 'gone:fund:%'"
+        )
+    assert [k["key"] for k in keys] == ["gone:stays"]
 
 
 async def test_callers_under_load_share_groups(db: Database) -> None:

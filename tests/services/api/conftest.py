@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest_asyncio
+from fastapi import FastAPI
 
 from adapters.postgres.database import Database
 from services.api.app import create_app
@@ -19,6 +20,7 @@ from services.config import Settings
 class Api:
     client: httpx.AsyncClient
     tokens: dict[str, str]
+    app: FastAPI
 
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -34,7 +36,7 @@ async def open_api(db: Database) -> AsyncIterator[Api]:
     app = create_app(Settings(token_cache_seconds=0), database=db, background=False)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield Api(client, tokens)
+        yield Api(client, tokens, app)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

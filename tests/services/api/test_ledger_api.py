@@ -147,8 +147,19 @@ async def test_concurrent_transfers_are_written_together_and_answered_each(api: 
     replay = await api.client.post("/v1/transfers", json=pay, headers={**h, "Idempotency-Key": "g3"})
     assert (replay.status_code, replay.json()["id"]) == (201, results[3].json()["id"])
     assert replay.headers["Idempotent-Replayed"] == "true"
+    stats = api.app.state.transfer_groups.stats
+    assert stats.fallbacks == 1  # the group holding the refusal: each of its transfers went alone
+
+    # Without a refusal, concurrent requests are written together.
+    grouped = stats.grouped
+    small = _pay("program:JUNTOS:fund", "household:000001:savings", 1_00)
+    more = await asyncio.gather(
+        *(api.client.post("/v1/transfers", json=small, headers={**h, "Idempotency-Key": f"m{n}"}) for n in range(6))
+    )
+    assert [r.status_code for r in more] == [201] * 6
+    assert stats.grouped > grouped
     metrics = (await api.client.get("/metrics")).text
-    assert 'cct_ledger_transfer_group_size_count{together="false"}' in metrics
+    assert 'cct_ledger_transfer_group_size_count{together="true"}' in metrics
 
 
 @pytest.mark.parametrize(
