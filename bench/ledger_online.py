@@ -120,7 +120,7 @@ async def measure(server: Server, args: argparse.Namespace) -> None:
             for n in range(args.clients)
         ]
         warmup = [max(1, args.warmup // args.clients)] * args.clients
-        groups = TransferGroups(db.connection, max_items=args.group_max) if args.grouped else None
+        groups = TransferGroups(db.connection, max_items=args.group_max, workers=2) if args.grouped else None
         await one_run(db, codes, hot, warmup, "warmup", 0, groups)
         runs = []
         for r in range(args.runs):

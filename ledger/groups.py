@@ -132,7 +132,7 @@ class TransferGroups:
         connection: Callable[[], AbstractAsyncContextManager[Connection]],
         *,
         max_items: int = 32,
-        workers: int = 2,
+        workers: int = 1,
         observe: Callable[[int, bool], None] | None = None,
     ) -> None:
         if not 1 <= max_items <= MAX_ITEMS:

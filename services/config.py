@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         "(1: each alone). Answers never change; see docs/architecture.md.",
     )
     transfer_group_workers: int = Field(
-        default=2, ge=1, le=16, description="Groups of HTTP transfers written at once, each on its own connection."
+        default=1, ge=1, le=16, description="Groups of HTTP transfers written at once, each on its own connection."
     )
     run_concurrency: int = Field(default=8, ge=1, le=64, description="Bank requests in flight while a run executes.")
     run_settle_group: int = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -53,8 +54,13 @@ class _ORJSON(JSONResponse):
         return orjson.dumps(content)
 
 
+@functools.lru_cache(maxsize=64)
+def _transfers_counter(kind: str, replayed: bool) -> Any:
+    return metrics.TRANSFERS.labels(kind=kind, replayed=str(replayed).lower())
+
+
 def _transfer_response(t: Transfer, status: int = 201) -> Response:
-    metrics.TRANSFERS.labels(kind=t.kind, replayed=str(t.replayed).lower()).inc()
+    _transfers_counter(t.kind, t.replayed).inc()
     headers = {"Idempotent-Replayed": "true"} if t.replayed else None
     return _ORJSON(t.to_dict(), status_code=status, headers=headers)
 
