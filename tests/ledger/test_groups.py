@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from adapters.postgres.database import Database
 from ledger.engine import Ledger
@@ -33,6 +35,7 @@ from ledger.groups import GroupedTransfer, TransferGroups, create_together
 from ledger.models import AccountSpec, NormalBalance, PostingSpec, Transfer, TransferRequest
 
 DEBIT, CREDIT = NormalBalance.DEBIT, NormalBalance.CREDIT
+SIGNATURE: str = importlib.import_module("migrations.versions.0008_transfer_groups").SIGNATURE
 
 
 def pay(legs: list[tuple[str, int]], **extra: Any) -> TransferRequest:
@@ -357,6 +360,23 @@ async def test_callers_right_after_a_worker_ends_are_taken(db: Database) -> None
     both = asyncio.gather(caller(0), caller(1))
     assert await asyncio.wait_for(both, timeout=30) == [[False] * 5, [False] * 5]
     assert groups.stats.grouped == 10
+
+
+async def test_a_group_statement_that_fails_falls_back_to_each_alone(db: Database) -> None:
+    """Any failure of the group's statement (here: the function is missing) leaves each transfer to go alone,
+    with its own answer, and is logged."""
+    async with db.connection() as conn:
+        await chart(conn, "fail", funded=100_00)
+        await conn.execute(f"drop function {SIGNATURE}")
+    groups = TransferGroups(db.connection, max_items=8)
+    small = pay([("fail:a", -1_00), ("fail:b", 1_00)])
+    with capture_logs() as logs:
+        results = await asyncio.gather(*(groups.transfer(small, f"fail:{n}", "ana") for n in range(5)))
+    assert len({t.id for t in results}) == 5
+    assert (groups.stats.grouped, groups.stats.fallbacks, groups.stats.alone) == (0, 1, 5)
+    assert [e["error"] for e in logs if e["event"] == "transfer_groups.group_failed"] == ["UndefinedFunctionError"]
+    async with db.connection() as conn:
+        assert (await Ledger(conn).balance("fail:b")).posted == 105_00
 
 
 def test_group_sizes_are_checked() -> None:
