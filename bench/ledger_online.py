@@ -141,7 +141,7 @@ async def measure(server: Server, args: argparse.Namespace) -> None:
             st = groups.stats
             print(
                 f"  groups: {st.groups:,} taken, {st.grouped:,} transfers written together "
-                f"({st.grouped / max(1, st.groups - st.fallbacks - st.sizes.get(1, 0)):.1f} a group), "
+                f"({st.grouped / max(1, st.together):.1f} a group), "
                 f"{st.alone:,} alone, {st.fallbacks} groups fell back"
             )
         expected = sum(warmup) + args.runs * args.transfers

@@ -320,7 +320,7 @@ class Ledger:
             AccountNotFound, AccountClosed, CurrencyMismatch, InsufficientFunds, PeriodClosed,
             IdempotencyConflict, InvalidTransfer.
         """
-        digest = request_hash("transfer", request.canonical())
+        digest = request.digest()
         try:
             data = await self.conn.fetchval(
                 "select ledger.create_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -363,7 +363,7 @@ class Ledger:
         payload = [
             {
                 "key": key,
-                "hash": request_hash("transfer", req.canonical()).hex(),
+                "hash": req.digest().hex(),
                 "pending": req.pending,
                 "codes": [p.account for p in req.postings],
                 "amounts": [p.signed for p in req.postings],

@@ -33,7 +33,7 @@ import structlog
 
 from ledger.db import Connection
 from ledger.engine import Ledger, _raise_translated
-from ledger.models import Transfer, TransferRequest, request_hash
+from ledger.models import Transfer, TransferRequest
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,7 @@ async def create_together(conn: Connection, items: Sequence[GroupedTransfer]) ->
         data = await conn.fetchval(
             "select ledger.create_transfers($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             keys,
-            [request_hash("transfer", r.canonical()) for r in requests],
+            [r.digest() for r in requests],
             [r.pending for r in requests],
             [r.currency for r in requests],
             [r.effective_at for r in requests],
@@ -111,7 +111,8 @@ class GroupStats:
     """What the groups did since the start (read by metrics and tests)."""
 
     groups: int = 0
-    grouped: int = 0  # transfers written by a group
+    together: int = 0  # groups written as one
+    grouped: int = 0  # transfers written by those groups
     alone: int = 0  # transfers that went on their own (taken alone, or after a group that could not be written)
     fallbacks: int = 0  # groups that could not be written as one
     sizes: dict[int, int] = field(default_factory=dict)  # transfers taken together -> how many times
@@ -122,7 +123,7 @@ class TransferGroups:
 
     Args:
         connection: opens a pooled connection in autocommit mode (``Database.connection``).
-        max_items: the most transfers written together (1 writes each alone).
+        max_items: the most transfers written together (1: each is written alone, in its caller's task).
         workers: groups written at once, each on its own connection.
         observe: called with each group's size and whether it was written as one (metrics).
     """
@@ -152,6 +153,11 @@ class TransferGroups:
     async def transfer(self, request: TransferRequest, key: str, actor: str) -> Transfer:
         """Create the transfer (as :meth:`ledger.engine.Ledger.transfer` with this key and actor would) and
         return it once committed; raises the same errors."""
+        if self.max_items == 1:  # nothing to group: written in the caller's own task, with no worker between
+            self.stats.alone += 1
+            self._report(1, False)
+            async with self._connection() as conn:
+                return await Ledger(conn, actor).transfer(request, key)
         future: asyncio.Future[Transfer] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(GroupedTransfer(request, key, actor), future))
         if self._active < self.workers:
@@ -222,6 +228,7 @@ class TransferGroups:
             except Exception as e:  # each transfer alone gives its own answer (or the same failure)
                 log.warning("transfer_groups.group_failed", size=size, error=type(e).__name__)
             if written is not None:
+                self.stats.together += 1
                 self.stats.grouped += size
                 self._report(size, True)
                 for w, t in zip(group, written, strict=True):

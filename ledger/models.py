@@ -216,6 +216,11 @@ class TransferRequest:
             "metadata": self.metadata,
         }
 
+    def digest(self) -> bytes:
+        """The hash stored with the transfer's idempotency key: one definition for every path that writes a
+        transfer (one at a time, in a batch, in a group), so a replay matches whichever wrote it."""
+        return request_hash("transfer", self.canonical())
+
 
 def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()

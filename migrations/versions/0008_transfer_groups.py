@@ -5,8 +5,9 @@ Revises: 0007_payment_outcomes
 Create Date: 2026-11-28
 
 ``ledger.create_transfers`` writes several independent online transfers (each with its own idempotency
-key, request hash and actor) in one statement, exactly as ``ledger.create_transfer`` would write them one
-after the other in the order given, or writes nothing and returns null. It returns null, having written
+key, request hash and actor) in one statement, as ``ledger.create_transfer`` would write them one after the
+other in the order given (one record time for them all, ids taken before the locks), or writes nothing and
+returns null. It returns null, having written
 nothing, when any of them would not be written as a new transfer: a key already used (a replay, or a
 conflict), an expiry in the past, an unknown, closed or other-currency account, a closed period, or an
 overdraft. The caller then runs each transfer on its own (``ledger.create_transfer``), which replays,
@@ -46,8 +47,8 @@ declare
     v_ids bigint[];
     v_out jsonb;
 begin
-    -- The legs: item (1-based index of its transfer), leg number, account code and signed amount, item by
-    -- item in order. Every item has a key (the caller's idempotency key), distinct within the group.
+    -- Every item has a key (the caller's idempotency key), distinct within the group. The legs are given
+    -- item by item, in order: item (1-based index of its transfer), leg number, account code, signed amount.
     perform pg_advisory_xact_lock(s.k)
        from (select distinct hashtextextended(x, 7) as k from unnest(p_keys) x order by 1) s;
     perform from ledger.idempotency_keys k where k.key = any(p_keys);

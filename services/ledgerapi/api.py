@@ -65,15 +65,13 @@ def _transfer_response(t: Transfer, status: int = 201) -> Response:
     return _ORJSON(t.to_dict(), status_code=status, headers=headers)
 
 
-def transfer_groups(request: Request) -> TransferGroups | None:
-    """The process's groups of online transfers (:mod:`ledger.groups`), made on first use; None when
-    ``CCT_TRANSFER_GROUP_MAX`` is 1 (each transfer alone)."""
+def transfer_groups(request: Request) -> TransferGroups:
+    """The process's groups of online transfers (:mod:`ledger.groups`), made on first use
+    (``CCT_TRANSFER_GROUP_MAX`` 1: each transfer written alone, in its request's task)."""
     state = request.app.state
     groups: TransferGroups | None = getattr(state, "transfer_groups", None)
     if groups is None:
         settings = state.settings
-        if settings.transfer_group_max <= 1:
-            return None
         groups = TransferGroups(
             get_database(request).connection,
             max_items=settings.transfer_group_max,
@@ -110,12 +108,8 @@ async def create_transfer(request: Request) -> Response:
     """
     call = await keyed_write_of(request)
     body = await json_body(request, TransferCreate)
-    groups = transfer_groups(request)
-    if groups is not None:  # written together with the transfers of concurrent callers (ledger.groups)
-        t = await groups.transfer(body.to_request(), call.key, call.who.name)
-    else:
-        async with call.ledger() as led:
-            t = await led.transfer(body.to_request(), call.key)
+    # Written together with the transfers of concurrent callers (ledger.groups), the same answer as alone.
+    t = await transfer_groups(request).transfer(body.to_request(), call.key, call.who.name)
     return _transfer_response(t)
 
 

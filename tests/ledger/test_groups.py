@@ -379,6 +379,16 @@ async def test_a_group_statement_that_fails_falls_back_to_each_alone(db: Databas
         assert (await Ledger(conn).balance("fail:b")).posted == 105_00
 
 
+async def test_groups_of_one_write_each_in_its_callers_task(db: Database) -> None:
+    async with db.connection() as conn:
+        await chart(conn, "one1", funded=100_00)
+    groups = TransferGroups(db.connection, max_items=1)
+    small = pay([("one1:a", -1_00), ("one1:b", 1_00)])
+    results = await asyncio.gather(*(groups.transfer(small, f"one1:{n}", "ana") for n in range(6)))
+    assert len({t.id for t in results}) == 6
+    assert (groups.stats.groups, groups.stats.alone) == (0, 6)  # no worker, no queue
+
+
 def test_group_sizes_are_checked() -> None:
     with pytest.raises(ValueError, match="max_items"):
         TransferGroups(lambda: None, max_items=0)  # type: ignore[arg-type,return-value]
