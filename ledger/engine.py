@@ -12,7 +12,6 @@ commit with the rest; on a connection in autocommit mode each call is its own tr
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ledger.cursors import decode_int, decode_text, encode_cursor
 from ledger.db import Connection
 from ledger.errors import (
     AccountClosed,
@@ -29,6 +29,7 @@ from ledger.errors import (
     CurrencyMismatch,
     IdempotencyConflict,
     InsufficientFunds,
+    InvalidCursor,
     InvalidTransfer,
     LedgerError,
     PeriodClosed,
@@ -49,6 +50,9 @@ from ledger.models import (
     request_hash,
 )
 from ledger.money import require_minor_units
+
+_CURSOR = "v1"  # the ledger's lists: accounts after an id, a statement before a version
+_PERIODS_CURSOR = "c1"  # closed periods after a (start, name)
 
 _SQLSTATE_ERRORS: dict[str, type[LedgerError]] = {
     "CL001": AccountNotFound,
@@ -116,27 +120,6 @@ def _account(row: asyncpg.Record) -> Account:
         ),
         created_at=row["created_at"],
     )
-
-
-def encode_cursor(value: int) -> str:
-    """An opaque pagination cursor."""
-    return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The position inside a cursor made by :func:`encode_cursor`.
-
-    Raises:
-        InvalidTransfer: the cursor is not one of ours.
-    """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, value = raw.split(":", 1)
-        if prefix != "v1":
-            raise ValueError(prefix)
-        return int(value)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise LedgerError(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page") from e
 
 
 class Ledger:
@@ -224,7 +207,7 @@ class Ledger:
         self, *, prefix: str = "", limit: int = 100, cursor: str | None = None
     ) -> tuple[list[Account], str | None]:
         """Accounts whose code starts with ``prefix``, in id order, paginated."""
-        after = decode_cursor(cursor) if cursor else 0
+        after = decode_int(cursor, _CURSOR) if cursor else 0
         rows = await self.conn.fetch(
             """select * from ledger.accounts where id > $1 and code like $2 || '%'
                order by id limit $3""",
@@ -233,7 +216,7 @@ class Ledger:
             limit + 1,
         )
         page = [_account(r) for r in rows[:limit]]
-        return page, (encode_cursor(page[-1].id) if len(rows) > limit else None)
+        return page, (encode_cursor(_CURSOR, page[-1].id) if len(rows) > limit else None)
 
     async def close_account(self, code: str) -> Account:
         """Close an account; it then refuses new postings. Its balances must be zero and nothing pending.
@@ -282,7 +265,7 @@ class Ledger:
     ) -> tuple[list[StatementLine], str | None]:
         """The account's postings, newest first, with the balances after each; paginated by cursor."""
         account = await self.get_account(code)
-        before = decode_cursor(cursor) if cursor else account.balance.version + 1
+        before = decode_int(cursor, _CURSOR) if cursor else account.balance.version + 1
         rows = await self.conn.fetch(
             """select p.*, t.effective_at, t.description
                  from ledger.postings p join ledger.transfers t on t.id = p.transfer_id
@@ -308,7 +291,7 @@ class Ledger:
             )
             for r in rows[:limit]
         ]
-        return lines, (encode_cursor(lines[-1].version) if len(rows) > limit else None)
+        return lines, (encode_cursor(_CURSOR, lines[-1].version) if len(rows) > limit else None)
 
     # ---------------------------------------------------------------------------------------- transfers
     async def transfer(self, request: TransferRequest, idempotency_key: str | None) -> Transfer:
@@ -499,6 +482,27 @@ class Ledger:
         except asyncpg.UniqueViolationError as e:
             raise PeriodClosed(f"period {name} is already closed", period=name) from e
 
-    async def closed_periods(self) -> list[dict[str, Any]]:
-        rows = await self.conn.fetch("select * from ledger.closed_periods order by starts_at")
-        return [dict(r) for r in rows]
+    async def closed_periods(
+        self, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Closed periods in the order of their start (then name); paginated by cursor."""
+        after: tuple[datetime, str] | None = None
+        if cursor:
+            start, _, name = decode_text(cursor, _PERIODS_CURSOR).partition("|")
+            try:
+                after = (datetime.fromisoformat(start), name)
+            except ValueError as e:
+                raise InvalidCursor(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page") from e
+        rows = await self.conn.fetch(
+            """select * from ledger.closed_periods
+                where $1::timestamptz is null or (starts_at, name) > ($1::timestamptz, $2::text)
+                order by starts_at, name limit $3""",
+            after[0] if after else None,
+            after[1] if after else None,
+            limit + 1,
+        )
+        page = [dict(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return page, (
+            encode_cursor(_PERIODS_CURSOR, f"{page[-1]['starts_at'].isoformat()}|{page[-1]['name']}") if more else None
+        )

@@ -43,6 +43,13 @@ class AppError(Exception):
         self.extra = extra
 
 
+class InvalidCursor(AppError):
+    """A pagination cursor that is not one of the list's own (:mod:`ledger.cursors`)."""
+
+    type = "invalid-cursor"
+    title = "Invalid cursor"
+
+
 class LedgerError(AppError):
     """Base of the ledger engine's conditions."""
 

@@ -153,7 +153,7 @@ class PostingSpec:
         for name, value in (("debit", self.debit), ("credit", self.credit)):
             require_minor_units(value, name, positive=False)
             if value < 0:
-                raise InvalidTransfer(f"{name} must not be negative, got {value}", field=name)
+                raise InvalidTransfer(f"{name} must not be negative, got {value} (minor units)", field=name)
         if (self.debit > 0) == (self.credit > 0):
             raise InvalidTransfer(
                 f"posting on {self.account} must have exactly one of debit or credit greater than zero",
@@ -190,7 +190,7 @@ class TransferRequest:
             debits = sum(p.debit for p in self.postings)
             credits = sum(p.credit for p in self.postings)
             raise InvalidTransfer(
-                f"postings do not balance: debits {debits} != credits {credits}",
+                f"postings do not balance: debits {debits} != credits {credits} (minor units)",
                 debits=debits,
                 credits=credits,
             )

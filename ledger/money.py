@@ -32,7 +32,8 @@ MINOR_UNITS: dict[str, int] = {
 }
 SYMBOLS = {"PEN": "S/", "USD": "US$", "EUR": "€", "BRL": "R$"}
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-_DECIMAL = re.compile(r"^[+-]?\d{1,16}(\.\d+)?$")
+_DECIMAL = re.compile(r"^[+-]?[0-9]{1,16}(\.[0-9]+)?$")
+_DECIMAL_ANY_SIZE = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
 
 
 class InvalidMoney(AppError):
@@ -101,6 +102,8 @@ class Money:
         require_currency(currency)
         cleaned = text.strip().replace("_", "").replace(",", "")
         if not _DECIMAL.match(cleaned):
+            if _DECIMAL_ANY_SIZE.match(cleaned):
+                raise InvalidMoney(f"amount {text!r} is too large: at most 16 digits before the decimal point")
             raise InvalidMoney(f"amount {text!r} is not a decimal number like 200.00")
         try:
             value = Decimal(cleaned)

@@ -1,7 +1,8 @@
 """Every setting of cct-ledger in one place, read from the environment (pydantic-settings).
 
-The README's configuration table is generated from this class's fields; keep the descriptions short and
-true. ``DATABASE_URL`` always wins over the embedded PostgreSQL default.
+The README's configuration table lists every field of this class (``tests/test_deploy_docs.py`` fails when
+one is missing): add a row there with each new setting. ``DATABASE_URL`` always wins over the embedded
+PostgreSQL default.
 """
 
 from __future__ import annotations

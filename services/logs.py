@@ -1,8 +1,11 @@
 """Structured logging (structlog) with personal data masked.
 
 Events are key-value pairs; request, run and job ids are bound through contextvars. Values under personal
-keys (DNI, names, account numbers, CCI) are masked, and DNI- or CCI-shaped digit runs inside any other
-string are masked too, so a careless ``log.info("...", detail=str(row))`` cannot leak them.
+keys (DNI, names, account numbers, CCI: :func:`is_personal_key`) are masked, and DNI- or CCI-shaped digit
+runs inside any other string are masked too, so a careless ``log.info("...", detail=str(row))`` cannot leak
+them. Tracebacks are rendered before masking, so the digits in an exception's text are masked as well, and
+the standard library's records (asyncpg, uvicorn, alembic) go through the same text masking. A name inside
+free text cannot be recognised: code logs ids, never a person's name in a message.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ PERSONAL_KEYS = frozenset(
         "bank_account",
     }
 )
+# Keys that name a person or an account by their shape: titular_dni, holder_name, beneficiary, cci_list...
+_PERSONAL_KEY = re.compile(
+    r"(^|_)(dnis?|ccis?|names?|surnames?|titular|holder|beneficiary|account_number|phone|email)(_|$)"
+)
+_NOT_PERSONAL = frozenset({"event", "logger", "logger_name", "file_name", "table_name", "program_name"})
 _CCI = re.compile(r"(?<!\d)\d{20}(?!\d)")
 _ACCOUNT = re.compile(r"(?<!\d)\d{10,19}(?!\d)")
 _DNI = re.compile(r"(?<![\d])\d{8}(?:-?[0-9A-K])?(?![\dA-Za-z])")
@@ -47,8 +55,14 @@ def mask_text(text: str) -> str:
     return _DNI.sub(lambda m: mask_value(m.group(0)), text)
 
 
+def is_personal_key(key: str) -> bool:
+    """Whether values logged under ``key`` are personal data (masked whole)."""
+    k = key.lower()
+    return k in PERSONAL_KEYS or (k not in _NOT_PERSONAL and _PERSONAL_KEY.search(k) is not None)
+
+
 def _mask(obj: Any, key: str | None = None) -> Any:
-    if key is not None and key.lower() in PERSONAL_KEYS and obj is not None:
+    if key is not None and obj is not None and is_personal_key(key):
         return mask_value(str(obj))
     if isinstance(obj, str):
         return mask_text(obj)
@@ -98,6 +112,13 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class _MaskingFormatter(logging.Formatter):
+    """The standard library's records with DNI-, CCI- and account-shaped digits masked (message and traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_text(super().format(record))
+
+
 def _stderr_logger(*_args: Any) -> StderrLogger:
     return StderrLogger()
 
@@ -115,8 +136,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,  # before masking: a traceback's text is masked too
         mask_personal_data,
-        structlog.processors.format_exc_info,
         renderer,
     ]
     structlog.configure(
@@ -129,7 +150,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         cache_logger_on_first_use=False,
     )
     handler = _CurrentStderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(_MaskingFormatter("%(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     # Libraries that log every request at INFO would drown the events that matter.
     for noisy in ("httpx", "httpcore", "alembic.runtime.migration"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import typer
 import yaml
@@ -62,3 +63,36 @@ def test_the_image_carries_every_package() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     for package in ("ledger", "services", "adapters", "migrations"):
         assert f"COPY {package} {package}" in dockerfile
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every group and command under ``group`` (a command with ``commands``) with its path of names."""
+    found: list[tuple[tuple[str, ...], Any]] = []
+    for name, command in group.commands.items():
+        found.append(((*path, name), command))
+        if hasattr(command, "commands"):
+            found += _commands(command, (*path, name))
+    return found
+
+
+def test_every_group_and_command_has_an_example() -> None:
+    root = typer.main.get_command(cli)
+    missing = [
+        " ".join(path) or "cct-ledger" for path, c in [((), root), *_commands(root)] if "Example:" not in (c.help or "")
+    ]
+    assert not missing, missing
+
+
+def test_every_command_is_in_the_readme_at_a_glance() -> None:
+    readme = (ROOT / "README.md").read_text()
+    glance = readme.split("## The command line at a glance", 1)[1].split("```", 2)[1]
+    root = typer.main.get_command(cli)
+    missing = []
+    for path, command in _commands(root):
+        if hasattr(command, "commands"):
+            continue
+        group, name = (path[0], path[-1]) if len(path) > 1 else (None, path[0])
+        lines = [line for line in glance.splitlines() if group is None or f"cct-ledger {group} " in line]
+        if not any(re.search(rf"(^|[\s|]){re.escape(name)}(\s|$)", line.split("#")[0]) for line in lines):
+            missing.append(" ".join(path))
+    assert not missing, missing

@@ -185,7 +185,7 @@ def create_app(
             async with request.app.state.database.connection() as conn:
                 await migrate.assert_migrated(conn)
         except Exception as e:
-            return JSONResponse({"status": "unavailable", "detail": str(e)}, status_code=503)
+            return problems.problem(503, "not-ready", "Not ready", str(e) or type(e).__name__)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")

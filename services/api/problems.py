@@ -67,18 +67,34 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI could not read the body: answered as every other malformed body is
+        message = f"{exc.detail}: send one UTF-8 JSON document"
+        return problem(
+            422,
+            "validation-error",
+            "Invalid request",
+            f"body: {message}",
+            errors=[{"field": "body", "message": message, "type": "json_invalid"}],
+            instance=request.url.path,
+        )
     slug = {404: "not-found", 405: "method-not-allowed", 401: "not-authenticated"}.get(exc.status_code, "http-error")
     return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), instance=request.url.path)
 
 
 async def data_error(request: Request, exc: Exception) -> JSONResponse:
-    """A value the database cannot hold (a number out of range, a malformed text): bad input, not a crash."""
+    """A value the database cannot hold (a number out of range, a malformed text): bad input, not a crash.
+
+    The detail carries PostgreSQL's own message (which value and why, e.g. "value out of range for type
+    bigint"), which speaks only of the request's own values."""
     log.warning("api.data_error", path=request.url.path, error=type(exc).__name__)
+    reason = str(getattr(exc, "message", "") or exc).strip() or "out of range or malformed"
+    if getattr(exc, "detail", None):
+        reason += f" ({exc.detail})"  # type: ignore[attr-defined]
     return problem(
         422,
         "invalid-value",
         "Invalid value",
-        "a value in the request is out of range or malformed",
+        f"a value in the request cannot be stored: {reason}",
         instance=request.url.path,
     )
 

@@ -93,7 +93,7 @@ async def create_token(conn: Connection, name: str, role: str, created_by: str =
 
 async def revoke_token(conn: Connection, name_or_id: str) -> int:
     """Revoke every live token with this name (or the token with this id); returns how many."""
-    if name_or_id.isdigit():
+    if name_or_id.isascii() and name_or_id.isdigit() and int(name_or_id) < 2**63:
         rows = await conn.fetch(
             "update auth.tokens set revoked_at = clock_timestamp() where id = $1 and revoked_at is null returning id",
             int(name_or_id),

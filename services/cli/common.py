@@ -31,6 +31,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
+MAX_ID = 2**63 - 1  # ids are bigints: a larger number is refused by the parser, not by the database
+TRANSFER_ID = typer.Argument(..., min=1, max=MAX_ID, metavar="TRANSFER_ID", help="The transfer's id.")
+RUN_ID = typer.Argument(..., min=1, max=MAX_ID, metavar="RUN_ID", help="The payment run's id.")
+CURSOR_OPTION = typer.Option(None, "--cursor", help="next_cursor of the previous page.")
 USER_OPTION = typer.Option(
     None, "--user", help="Who is acting (recorded on every write). Default: $CCT_USER or the login name."
 )
@@ -87,15 +91,21 @@ def command(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
         try:
             return asyncio.run(fn(*args, **kwargs))  # type: ignore[arg-type]
         except AppError as e:
-            err.print(f"[bold red]error:[/] {e.detail}", highlight=False)
             hint = _hint(e)
+            if kwargs.get("as_json"):  # a script asked for JSON: the error is JSON too (and the exit status 1)
+                print_json({**e.extra, "error": e.type, "title": e.title, "detail": e.detail, "hint": hint or None})
+            err.print(f"[bold red]error:[/] {e.detail}", highlight=False)
             if hint:
                 err.print(f"[dim]hint:[/] {hint}", highlight=False)
             raise typer.Exit(1) from None
         except EmbeddedPostgresError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(1) from None
-        except (ConnectionError, OSError) as e:
+        except OSError as e:
+            if e.filename is not None and not isinstance(e, ConnectionError):  # a file of the command's, not the server
+                err.print(f"[bold red]error:[/] cannot use {e.filename}: {e.strerror or e}", highlight=False)
+                err.print("[dim]hint:[/] check that the path exists and that you may read or write it")
+                raise typer.Exit(1) from None
             err.print(f"[bold red]error:[/] cannot reach the database: {e}", highlight=False)
             err.print("[dim]hint:[/] check DATABASE_URL, or unset it to use the embedded PostgreSQL")
             raise typer.Exit(1) from None
@@ -118,6 +128,17 @@ def _hint(e: AppError) -> str:
 def print_json(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode())
     sys.stdout.write("\n")
+
+
+def print_page(data: list[Any], next_cursor: str | None) -> None:
+    """A list for scripts: the API's envelope, ``data``, ``next_cursor`` and ``has_more``."""
+    print_json({"data": data, "next_cursor": next_cursor, "has_more": next_cursor is not None})
+
+
+def print_more(next_cursor: str | None) -> None:
+    """Under a table: how to get the next page, if there is one."""
+    if next_cursor:
+        console.print(f"[dim]more: --cursor {next_cursor}[/]")
 
 
 def table(

@@ -10,7 +10,9 @@ from adapters.postgres.database import Database
 from services.cli.common import JSON_OPTION, command, console, print_json, settings
 
 app = typer.Typer(
-    help="Database: apply migrations, show status, start or stop the embedded server.", no_args_is_help=True
+    help="Database: apply migrations, show status, start or stop the embedded server.\n\n"
+    "Example: cct-ledger db upgrade",
+    no_args_is_help=True,
 )
 
 

@@ -9,6 +9,7 @@ demo database for exploring afterwards (``CCT_DB_NAME=cct_demo cct-ledger runs l
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,8 @@ from adapters.postgres.bootstrap import embedded_server
 from adapters.postgres.database import Database, asyncpg_dsn
 from ledger import audit
 from ledger.money import format_minor
-from services.cli.common import command, console, err, settings, table
+from services.cli.bank_sim import FaultsChoice
+from services.cli.common import command, console, err, print_json, settings, table
 from services.cli.progress import Bars
 from services.cli.runs_cmds import print_summary
 from services.payments import report
@@ -105,8 +107,13 @@ async def demo(
         20_000, "--households", min=10, max=5_000_000, help="Size of the synthetic registry."
     ),
     seed: int = typer.Option(7, "--seed", help="Seed of the synthetic world (registry, bank, behaviour)."),
-    faults: str = typer.Option("none", "--faults", help="Bank fault profile: none, flaky or hostile."),
+    faults: FaultsChoice = typer.Option(
+        FaultsChoice.NONE, "--faults", case_sensitive=False, help="Bank fault profile: none, flaky or hostile."
+    ),
     database: str = typer.Option("cct_demo", "--database", help="Database created afresh in the embedded server."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the summary as JSON on stdout for scripts; the narrative goes to stderr."
+    ),
 ) -> None:
     """Run the main job end to end: registry import, funding, two bimonthly payment runs, savings, verify.
 
@@ -114,6 +121,16 @@ async def demo(
 
     Example: cct-ledger demo --households 1000000
     """
+    stdout = console.file
+    if as_json:
+        console.file = sys.stderr  # stdout carries the JSON summary alone
+    try:
+        await _demo(households, seed, faults.value, database, as_json)
+    finally:
+        console.file = stdout
+
+
+async def _demo(households: int, seed: int, faults: str, database: str, as_json: bool) -> None:
     s = settings()
     folder = s.data_dir / "demo"
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +153,7 @@ async def demo(
         await control.aclose()
         await get_simulator(app).aclose()
         await db.close()
-    _finale(d, time.perf_counter() - started, database)
+    _finale(d, time.perf_counter() - started, database, as_json)
 
 
 async def _run(d: Demo, db: Database, bank: Any, control: SimControl) -> None:
@@ -309,7 +326,7 @@ async def _savings(control: SimControl) -> None:
     )
 
 
-def _finale(d: Demo, seconds: float, database: str) -> None:
+def _finale(d: Demo, seconds: float, database: str, as_json: bool) -> None:
     runs = [r for r in d.runs if "run" in r]
     verify = next((r["verify"] for r in d.runs if "verify" in r), None)
     rows = []
@@ -344,6 +361,31 @@ def _finale(d: Demo, seconds: float, database: str) -> None:
         table("Time", ["step", "seconds"], [(x.name, f"{x.seconds:,.1f}") for x in d.steps], right=["seconds"])
     )
     ok = verify is not None and verify["ok"]
+    if as_json:
+        print_json(
+            {
+                "households": d.households,
+                "seed": d.seed,
+                "faults": d.faults,
+                "database": database,
+                "runs": [
+                    {
+                        "run": r["run"]["id"],
+                        "period": r["run"]["period"],
+                        "status": r["run"]["status"],
+                        "credited": r["payments"].get("credited", {"count": 0, "total": 0}),
+                        "rejected": r["payments"].get("rejected", {"count": 0, "total": 0}),
+                        "rejected_by_reason": r["rejected_by_reason"],
+                        "accrued": {"count": r["run"]["accrued_count"], "total": r["run"]["accrued_total"]},
+                        "exclusions": r["run"]["exclusions"] or {},
+                    }
+                    for r in runs
+                ],
+                "steps": [{"name": x.name, "seconds": round(x.seconds, 3)} for x in d.steps],
+                "verify": verify,
+                "seconds": round(seconds, 3),
+            }
+        )
     console.print(
         f"ledger verify: {'[bold green]ok[/]' if ok else '[bold red]FAILED[/]'}; total {seconds:,.1f} s. "
         f"Explore: CCT_DB_NAME={database} cct-ledger runs list"

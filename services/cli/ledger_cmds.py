@@ -16,11 +16,31 @@ from ledger.engine import Ledger
 from ledger.errors import InvalidTransfer
 from ledger.models import Account, AccountSpec, NormalBalance, PostingSpec, Transfer, TransferRequest
 from ledger.money import Money, format_minor
-from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, err, print_json, table
+from services.cli.common import (
+    CURSOR_OPTION,
+    JSON_OPTION,
+    TRANSFER_ID,
+    USER_OPTION,
+    actor,
+    command,
+    console,
+    database,
+    err,
+    print_json,
+    print_more,
+    print_page,
+    table,
+)
 
-accounts = typer.Typer(help="Accounts: create, show, list, statement, close.", no_args_is_help=True)
-transfer = typer.Typer(help="Transfers: create, post, void, reverse, show.", no_args_is_help=True)
-periods = typer.Typer(help="Accounting periods: close, list.", no_args_is_help=True)
+accounts = typer.Typer(
+    help="Accounts: create, show, list, statement, close.\n\nExample: cct-ledger accounts show program:JUNTOS:fund",
+    no_args_is_help=True,
+)
+transfer = typer.Typer(
+    help="Transfers: create, post, void, reverse, show.\n\nExample: cct-ledger transfer show 42 --json",
+    no_args_is_help=True,
+)
+periods = typer.Typer(help="Accounting periods: close, list.\n\nExample: cct-ledger periods list", no_args_is_help=True)
 
 
 def _account_rows(items: list[Account]) -> list[tuple[object, ...]]:
@@ -110,7 +130,7 @@ async def accounts_show(
 async def accounts_list(
     prefix: str = typer.Option("", help="Only codes starting with this."),
     limit: int = typer.Option(50, min=1, max=1000),
-    cursor: str | None = typer.Option(None, help="next_cursor of the previous page."),
+    cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List accounts, paginated.
@@ -120,13 +140,10 @@ async def accounts_list(
     async with database() as db, db.connection() as conn:
         items, next_cursor = await Ledger(conn).list_accounts(prefix=prefix, limit=limit, cursor=cursor)
     if as_json:
-        print_json(
-            {"data": [a.to_dict() for a in items], "next_cursor": next_cursor, "has_more": next_cursor is not None}
-        )
+        print_page([a.to_dict() for a in items], next_cursor)
         return
     console.print(table(None, _ACCOUNT_COLUMNS, _account_rows(items), right=["posted", "available"]))
-    if next_cursor:
-        console.print(f"[dim]more: --cursor {next_cursor}[/]")
+    print_more(next_cursor)
 
 
 @accounts.command("statement")
@@ -134,7 +151,7 @@ async def accounts_list(
 async def accounts_statement(
     code: str = typer.Argument(..., help="Account code."),
     limit: int = typer.Option(20, min=1, max=1000),
-    cursor: str | None = typer.Option(None, help="next_cursor of the previous page."),
+    cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The account's postings, newest first, with the balance after each.
@@ -146,9 +163,7 @@ async def accounts_statement(
         account = await led.get_account(code)
         lines, next_cursor = await led.statement(code, limit=limit, cursor=cursor)
     if as_json:
-        print_json(
-            {"data": [x.to_dict() for x in lines], "next_cursor": next_cursor, "has_more": next_cursor is not None}
-        )
+        print_page([x.to_dict() for x in lines], next_cursor)
         return
     cur = account.currency
     console.print(
@@ -171,8 +186,7 @@ async def accounts_statement(
             right=["debit", "credit", "balance after"],
         )
     )
-    if next_cursor:
-        console.print(f"[dim]more: --cursor {next_cursor}[/]")
+    print_more(next_cursor)
 
 
 @accounts.command("close")
@@ -260,7 +274,7 @@ async def transfer_create(
 @transfer.command("post")
 @command
 async def transfer_post(
-    transfer_id: int = typer.Argument(...),
+    transfer_id: int = TRANSFER_ID,
     key: str = typer.Option(..., "--key", help="Idempotency key."),
     amount: str | None = typer.Option(None, "--amount", help="Post only this much (two-posting holds)."),
     as_json: bool = JSON_OPTION,
@@ -282,7 +296,7 @@ async def transfer_post(
 @transfer.command("void")
 @command
 async def transfer_void(
-    transfer_id: int = typer.Argument(...),
+    transfer_id: int = TRANSFER_ID,
     key: str = typer.Option(..., "--key", help="Idempotency key."),
     reason: str | None = typer.Option(None, "--reason"),
     as_json: bool = JSON_OPTION,
@@ -300,7 +314,7 @@ async def transfer_void(
 @transfer.command("reverse")
 @command
 async def transfer_reverse(
-    transfer_id: int = typer.Argument(...),
+    transfer_id: int = TRANSFER_ID,
     key: str = typer.Option(..., "--key", help="Idempotency key."),
     description: str = typer.Option("", "--description"),
     as_json: bool = JSON_OPTION,
@@ -317,7 +331,7 @@ async def transfer_reverse(
 
 @transfer.command("show")
 @command
-async def transfer_show(transfer_id: int = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
+async def transfer_show(transfer_id: int = TRANSFER_ID, as_json: bool = JSON_OPTION) -> None:
     """A transfer and its status.
 
     Example: cct-ledger transfer show 42 --json
@@ -389,15 +403,19 @@ async def periods_close(
 
 @periods.command("list")
 @command
-async def periods_list(as_json: bool = JSON_OPTION) -> None:
-    """Closed accounting periods.
+async def periods_list(
+    limit: int = typer.Option(50, min=1, max=1000),
+    cursor: str | None = CURSOR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Closed accounting periods, in the order of their start.
 
-    Example: cct-ledger periods list
+    Example: cct-ledger periods list --json
     """
     async with database() as db, db.connection() as conn:
-        rows = await Ledger(conn).closed_periods()
+        rows, next_cursor = await Ledger(conn).closed_periods(limit=limit, cursor=cursor)
     if as_json:
-        print_json(rows)
+        print_page(rows, next_cursor)
         return
     console.print(
         table(
@@ -406,3 +424,4 @@ async def periods_list(as_json: bool = JSON_OPTION) -> None:
             [(r["name"], r["starts_at"], r["ends_at"], r["closed_by"]) for r in rows],
         )
     )
+    print_more(next_cursor)

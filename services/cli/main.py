@@ -10,7 +10,8 @@ app = typer.Typer(
     name="cct-ledger",
     help="cct-ledger: the payment and savings ledger of a conditional cash transfer program.\n\n"
     "Settings come from the environment (see the README); with no DATABASE_URL an embedded PostgreSQL is "
-    "started in CCT_DATA_DIR.",
+    "started in CCT_DATA_DIR.\n\n"
+    "Example: cct-ledger demo   (the main job end to end on a synthetic registry)",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -12,12 +12,26 @@ from typing import Any
 import typer
 
 from ledger.money import Money, format_minor
-from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, print_json, table
+from services.cli.common import (
+    CURSOR_OPTION,
+    JSON_OPTION,
+    USER_OPTION,
+    actor,
+    command,
+    console,
+    database,
+    print_json,
+    print_more,
+    print_page,
+    table,
+)
 from services.programs import service
 from services.programs.catalog import DEFAULT_PROGRAMS_FILE, read_programs_file
 
 app = typer.Typer(
-    help="Programs: load definitions and rules, fund, list, show, preview entitlements.", no_args_is_help=True
+    help="Programs: load definitions and rules, fund, list, show, preview entitlements.\n\n"
+    "Example: cct-ledger programs fund JUNTOS --amount 150000000.00 --reference RM-045-2026-MIDIS",
+    no_args_is_help=True,
 )
 
 
@@ -60,15 +74,19 @@ async def load(
 
 @app.command("list")
 @command
-async def list_(as_json: bool = JSON_OPTION) -> None:
-    """List programs.
+async def list_(
+    limit: int = typer.Option(50, min=1, max=1000),
+    cursor: str | None = CURSOR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List programs in code order, paginated.
 
     Example: cct-ledger programs list --json
     """
     async with database() as db, db.connection() as conn:
-        programs = await service.list_programs(conn, limit=1000)
+        programs, next_cursor = await service.page_of_programs(conn, limit=limit, cursor=cursor)
     if as_json:
-        print_json([p.to_dict() for p in programs])
+        print_page([p.to_dict() for p in programs], next_cursor)
         return
     console.print(
         table(
@@ -77,6 +95,7 @@ async def list_(as_json: bool = JSON_OPTION) -> None:
             [(p.code, p.name, p.currency, p.schedule.value, p.fund_account) for p in programs],
         )
     )
+    print_more(next_cursor)
     if not programs:
         console.print("[dim]no programs: run `cct-ledger programs load`[/]")
 

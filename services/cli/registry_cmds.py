@@ -7,6 +7,7 @@ reason (a table, or JSON with ``--json``) and nothing is written. DNIs and CCIs 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,13 +16,33 @@ from typing import Any, NoReturn
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, err, print_json, table
+from services.cli.common import (
+    CURSOR_OPTION,
+    JSON_OPTION,
+    USER_OPTION,
+    actor,
+    command,
+    console,
+    database,
+    err,
+    print_json,
+    print_more,
+    print_page,
+    table,
+)
 from services.registry import service
 from services.registry.errors import ImportRejected
 from services.registry.padron import CsvSource, write_rejects
 
-households = typer.Typer(help="Households: import the padron, show, list.", no_args_is_help=True)
-compliance = typer.Typer(help="Compliance: import a period's verification results.", no_args_is_help=True)
+households = typer.Typer(
+    help="Households: import the padron, show, list.\n\nExample: cct-ledger households import padron.csv --user maria",
+    no_args_is_help=True,
+)
+compliance = typer.Typer(
+    help="Compliance: import a period's verification results.\n\n"
+    "Example: cct-ledger compliance import --program JUNTOS --period 2026-B5 verification.csv --user maria",
+    no_args_is_help=True,
+)
 SHOWN_ERRORS = 50
 
 
@@ -63,6 +84,21 @@ def _print_errors(errors: list[dict[str, Any]], total: int, title: str) -> None:
     )
     if total > SHOWN_ERRORS:
         err.print(f"... and {total - SHOWN_ERRORS:,} more (use --json for all of them)")
+
+
+def _require_writable(path: Path) -> None:
+    """Refuse, before anything is imported, a rejects file that could not be written afterwards."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if (
+        path.is_dir()
+        or not folder.is_dir()
+        or not os.access(folder, os.W_OK)
+        or (path.exists() and not os.access(path, os.W_OK))
+    ):
+        raise typer.BadParameter(
+            f"cannot write the rejects file {path}: give --rejects a path in an existing, writable folder",
+            param_hint="--rejects",
+        )
 
 
 def _refused(e: ImportRejected, as_json: bool) -> NoReturn:
@@ -120,6 +156,9 @@ async def households_import(
     Example: cct-ledger households import padron.csv --skip-invalid --rejects rejects.csv --user maria
     """
     source = CsvSource.from_path(file)
+    rejects_path = rejects or file.with_name(file.name + ".rejects.csv")
+    if skip_invalid:
+        _require_writable(rejects_path)  # before the import commits, not after
     async with database() as db:
         try:
             with _progress(not as_json) as progress:
@@ -129,17 +168,17 @@ async def households_import(
                     )
         except ImportRejected as e:
             _refused(e, as_json)
-    rejects_path = None
+    written = None
     if report.rejected_rows:
-        rejects_path = rejects or file.with_name(file.name + ".rejects.csv")
-        write_rejects(rejects_path, report.header, report.rejected_rows)
+        written = rejects_path
+        write_rejects(written, report.header, report.rejected_rows)
     if as_json:
-        print_json({**report.to_dict(), "rejects_file": str(rejects_path) if rejects_path else None})
+        print_json({**report.to_dict(), "rejects_file": str(written) if written else None})
         return
     _print_report(report, "households")
-    if rejects_path is not None:
+    if written is not None:
         _print_errors([e.to_dict() for e in report.errors], len(report.errors), "rejected rows (not imported)")
-        err.print(f"{report.rejected:,} rejected rows written to {rejects_path}")
+        err.print(f"{report.rejected:,} rejected rows written to {written}")
 
 
 @compliance.command("import")
@@ -230,7 +269,7 @@ async def households_list(
     status: str | None = typer.Option(None, "--status", help="active, inactive or exited."),
     program: str | None = typer.Option(None, "--program", help="Only this program."),
     limit: int = typer.Option(50, min=1, max=1000),
-    cursor: str | None = typer.Option(None, help="next_cursor of the previous page."),
+    cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List households in id order (DNI and CCI masked), paginated.
@@ -242,7 +281,7 @@ async def households_list(
             conn, limit=limit, cursor=cursor, ubigeo=ubigeo, status=status, program=program
         )
     if as_json:
-        print_json({"data": items, "next_cursor": next_cursor, "has_more": next_cursor is not None})
+        print_page(items, next_cursor)
         return
     console.print(
         table(
@@ -266,5 +305,4 @@ async def households_list(
             ],
         )
     )
-    if next_cursor:
-        console.print(f"[dim]more: --cursor {next_cursor}[/]")
+    print_more(next_cursor)

@@ -9,12 +9,29 @@ import typer
 
 from adapters.bank.factory import bank_from_settings
 from ledger.money import format_minor
-from services.cli.common import JSON_OPTION, command, console, database, print_json, require_user, settings, table
+from services.cli.common import (
+    CURSOR_OPTION,
+    JSON_OPTION,
+    RUN_ID,
+    command,
+    console,
+    database,
+    print_json,
+    print_more,
+    print_page,
+    require_user,
+    settings,
+    table,
+)
 from services.cli.progress import Bars
 from services.payments import report, repository, service
 from services.payments.execute import ExecuteOptions, RunExecutor
 
-app = typer.Typer(help="Payment runs: create → approve → execute → settled → closed.", no_args_is_help=True)
+app = typer.Typer(
+    help="Payment runs: create → approve → execute → settled → closed.\n\n"
+    "Example: cct-ledger runs create --program JUNTOS --period 2026-B5 --user maria",
+    no_args_is_help=True,
+)
 USER = typer.Option(None, "--user", help="Who does this step (required; recorded on the run).")
 
 
@@ -120,7 +137,7 @@ async def create(
 
 @app.command("approve")
 @command
-async def approve(run_id: int = typer.Argument(...), user: str | None = USER, as_json: bool = JSON_OPTION) -> None:
+async def approve(run_id: int = RUN_ID, user: str | None = USER, as_json: bool = JSON_OPTION) -> None:
     """Approve a run (maker-checker: not by its maker); refused if the fund cannot cover it.
 
     Example: cct-ledger runs approve 7 --user jorge
@@ -154,7 +171,7 @@ async def _execute(run_id: int, actor: str, as_json: bool, quiet: bool) -> None:
 @app.command("execute")
 @command
 async def execute(
-    run_id: int = typer.Argument(...),
+    run_id: int = RUN_ID,
     user: str | None = USER,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     as_json: bool = JSON_OPTION,
@@ -172,7 +189,7 @@ async def execute(
 @app.command("resume")
 @command
 async def resume(
-    run_id: int = typer.Argument(...),
+    run_id: int = RUN_ID,
     user: str | None = USER,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     as_json: bool = JSON_OPTION,
@@ -186,7 +203,7 @@ async def resume(
 
 @app.command("show")
 @command
-async def show(run_id: int = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
+async def show(run_id: int = RUN_ID, as_json: bool = JSON_OPTION) -> None:
     """A run's status, counts, rejections, districts, events and incidents.
 
     Example: cct-ledger runs show 7
@@ -212,16 +229,17 @@ async def show(run_id: int = typer.Argument(...), as_json: bool = JSON_OPTION) -
 async def list_runs(
     program: str | None = typer.Option(None, "--program"),
     limit: int = typer.Option(20, min=1, max=1000),
+    cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Payment runs, newest first.
+    """Payment runs, newest first, paginated.
 
     Example: cct-ledger runs list --program JUNTOS
     """
     async with database() as db, db.connection() as conn:
-        runs = await repository.list_runs(conn, program=program, limit=limit, before=None)
+        runs, next_cursor = await repository.page_of_runs(conn, program=program, limit=limit, cursor=cursor)
     if as_json:
-        print_json(runs)
+        print_page(runs, next_cursor)
         return
     console.print(
         table(
@@ -243,12 +261,13 @@ async def list_runs(
             right=["payments", "total"],
         )
     )
+    print_more(next_cursor)
 
 
 @app.command("report")
 @command
 async def report_cmd(
-    run_id: int = typer.Argument(...),
+    run_id: int = RUN_ID,
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write one line per payment to this CSV file."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -269,7 +288,7 @@ async def report_cmd(
 
 @app.command("close")
 @command
-async def close(run_id: int = typer.Argument(...), user: str | None = USER) -> None:
+async def close(run_id: int = RUN_ID, user: str | None = USER) -> None:
     """Close a settled run.
 
     Example: cct-ledger runs close 7 --user maria

@@ -5,9 +5,12 @@ from __future__ import annotations
 import typer
 
 from services.auth import service
-from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, print_json, table
+from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, print_page, table
 
-app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+app = typer.Typer(
+    help="API tokens: create, list, revoke.\n\nExample: TOKEN=$(cct-ledger token create --name maria --role operator)",
+    no_args_is_help=True,
+)
 
 
 @app.command("create")
@@ -36,7 +39,7 @@ async def list_(as_json: bool = JSON_OPTION) -> None:
     async with database() as db, db.connection() as conn:
         rows = [service.describe(r) for r in await service.list_tokens(conn)]
     if as_json:
-        print_json(rows)
+        print_page(rows, None)  # every token at once: a handful, created by hand
         return
     console.print(
         table(

@@ -230,7 +230,8 @@ async def close_period(body: PeriodClose, who: Admin, conn: Conn) -> dict[str, A
 
 
 @router.get("/ledger/periods", summary="Closed accounting periods")
-async def periods(who: Reader, conn: Conn) -> dict[str, Any]:
-    rows = await Ledger(conn).closed_periods()
+async def periods(who: Reader, conn: Conn, pagination: Paging) -> dict[str, Any]:
+    """Closed periods in the order of their start, paginated."""
+    rows, cursor = await Ledger(conn).closed_periods(limit=pagination.limit, cursor=pagination.cursor)
     data = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
-    return page(data, None)
+    return page(data, cursor)

@@ -39,13 +39,10 @@ async def create(body: RunCreate, who: Writer, conn: UoW) -> dict[str, Any]:
 
 @router.get("", summary="List runs, newest first")
 async def list_runs(who: Reader, conn: Conn, pagination: Paging, program: str | None = None) -> dict[str, Any]:
-    before = int(pagination.cursor) if pagination.cursor and pagination.cursor.isdigit() else None
-    if pagination.cursor and before is None:
-        raise RunStateError("cursor is not valid; use the next_cursor of a previous page")
-    runs = await repository.list_runs(conn, program=program, limit=pagination.limit + 1, before=before)
-    more = len(runs) > pagination.limit
-    runs = runs[: pagination.limit]
-    return page(_jsonable(runs), str(runs[-1]["id"]) if more else None)
+    runs, cursor = await repository.page_of_runs(
+        conn, program=program, limit=pagination.limit, cursor=pagination.cursor
+    )
+    return page(_jsonable(runs), cursor)
 
 
 @router.get("/{run_id}", summary="A run with its report: paid, rejected by reason, accrued, districts")

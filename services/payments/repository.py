@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ledger import cursors
 from ledger.db import Connection, affected_rows
 from services.payments.errors import RunIncident, RunNotFound
 
@@ -24,11 +25,13 @@ def payment_reference(run_id: int, payment_id: int) -> str:
 
 
 def parse_payment_reference(run_id: int, reference: str) -> int | None:
-    """The payment id inside a reference of this run, or None when it is not one of ours."""
+    """The payment id inside a reference of this run, or None when it is not one of ours (exactly as we
+    wrote it: ASCII digits, no sign, no leading zero)."""
     prefix = payment_reference_prefix(run_id)
-    if not reference.startswith(prefix) or not reference[len(prefix) :].isdigit():
+    digits = reference[len(prefix) :]
+    if not reference.startswith(prefix) or not (digits.isascii() and digits.isdigit()) or digits[0] == "0":
         return None
-    return int(reference[len(prefix) :])
+    return int(digits)
 
 
 def batch_reference(run_id: int, batch_no: int) -> str:
@@ -64,6 +67,21 @@ async def list_runs(conn: Connection, *, program: str | None, limit: int, before
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def page_of_runs(
+    conn: Connection, *, program: str | None, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of runs, newest first, and the cursor of the next page (None: the last page).
+
+    Raises:
+        InvalidCursor: ``cursor`` is not a next_cursor of this list.
+    """
+    before = cursors.decode_int(cursor, "r1") if cursor else None
+    runs = await list_runs(conn, program=program, limit=limit + 1, before=before)
+    more = len(runs) > limit
+    runs = runs[:limit]
+    return runs, (cursors.encode_cursor("r1", runs[-1]["id"]) if more else None)
 
 
 async def event(conn: Connection, run_id: int, actor: str, name: str, detail: dict[str, Any]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -11,7 +9,6 @@ from fastapi.responses import JSONResponse
 
 from services.api.deps import Conn, Key, Paging, Reader, UoW, Writer, page
 from services.programs import service
-from services.programs.errors import ProgramError
 from services.programs.schemas import (
     AppropriationCreate,
     AppropriationOut,
@@ -23,27 +20,10 @@ from services.programs.schemas import (
 router = APIRouter(prefix="/v1/programs", tags=["programs"])
 
 
-def _encode(code: str) -> str:
-    return base64.urlsafe_b64encode(f"p1:{code}".encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raw = ""
-    if not raw.startswith("p1:"):
-        raise ProgramError(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page", field="cursor")
-    return raw[3:]
-
-
 @router.get("", response_model=dict[str, Any], summary="List programs")
 async def list_programs(who: Reader, conn: Conn, pagination: Paging) -> dict[str, Any]:
     """Programs in code order, paginated."""
-    after = _decode(pagination.cursor) if pagination.cursor else None
-    found = await service.list_programs(conn, after=after, limit=pagination.limit + 1)
-    items = found[: pagination.limit]
-    cursor = _encode(items[-1].code) if len(found) > pagination.limit else None
+    items, cursor = await service.page_of_programs(conn, limit=pagination.limit, cursor=pagination.cursor)
     return page([ProgramOut(**p.to_dict()).model_dump() for p in items], cursor)
 
 

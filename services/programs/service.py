@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import structlog
 
+from ledger import cursors
 from ledger.db import Connection
 from ledger.engine import Ledger
 from ledger.errors import IdempotencyConflict
@@ -276,3 +277,15 @@ async def fund(
 async def list_programs(conn: Connection, *, after: str | None = None, limit: int = 100) -> list[Program]:
     """Programs in code order (paginate with the last code as ``after``)."""
     return await repository.list_programs(conn, after=after, limit=limit)
+
+
+async def page_of_programs(conn: Connection, *, limit: int, cursor: str | None) -> tuple[list[Program], str | None]:
+    """A page of programs in code order, and the cursor of the next page (None: the last page).
+
+    Raises:
+        InvalidCursor: ``cursor`` is not a next_cursor of this list.
+    """
+    after = cursors.decode_text(cursor, "p1") if cursor else None
+    found = await list_programs(conn, after=after, limit=limit + 1)
+    items = found[:limit]
+    return items, (cursors.encode_cursor("p1", items[-1].code) if len(found) > limit else None)

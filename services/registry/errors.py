@@ -47,13 +47,6 @@ class HouseholdNotFound(RegistryError):
     kind = ErrorKind.NOT_FOUND
 
 
-class InvalidCursor(RegistryError):
-    """A pagination cursor that is not one of ours."""
-
-    type = "invalid-cursor"
-    title = "Invalid cursor"
-
-
 class InvalidFilter(RegistryError):
     """A list filter with an impossible value."""
 

@@ -5,15 +5,14 @@ Functions never commit: run writes in a unit of work (``Database.unit_of_work()`
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import date, datetime
 from typing import Any
 
+from ledger import cursors
 from ledger.db import Connection
 from services.logs import mask_value
 from services.registry import repository
-from services.registry.errors import HouseholdNotFound, InvalidCursor, InvalidFilter
+from services.registry.errors import HouseholdNotFound, InvalidFilter
 from services.registry.imports import ImportReport, Progress, import_compliance, import_households
 from services.registry.padron import STATUSES
 
@@ -76,7 +75,7 @@ async def get_household(conn: Connection, household_id: str, *, reveal: bool = F
 
 def encode_cursor(household_id: str) -> str:
     """An opaque cursor after ``household_id``."""
-    return base64.urlsafe_b64encode(f"h1:{household_id}".encode()).decode().rstrip("=")
+    return cursors.encode_cursor("h1", household_id)
 
 
 def decode_cursor(cursor: str) -> str:
@@ -85,13 +84,7 @@ def decode_cursor(cursor: str) -> str:
     Raises:
         InvalidCursor: not one of ours.
     """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raw = ""
-    if not raw.startswith("h1:"):
-        raise InvalidCursor(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page")
-    return raw[3:]
+    return cursors.decode_text(cursor, "h1")
 
 
 async def list_households(
@@ -110,7 +103,7 @@ async def list_households(
     """
     if status is not None and status not in STATUSES:
         raise InvalidFilter(f"status must be one of active, inactive, exited; got {status!r}", field="status")
-    if ubigeo is not None and (len(ubigeo) != 6 or not ubigeo.isdigit()):
+    if ubigeo is not None and (len(ubigeo) != 6 or not (ubigeo.isascii() and ubigeo.isdigit())):
         raise InvalidFilter(f"ubigeo must be 6 digits, got {ubigeo!r}", field="ubigeo")
     after = decode_cursor(cursor) if cursor else None
     found = await repository.list_households(

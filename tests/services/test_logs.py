@@ -74,3 +74,48 @@ def test_library_records_go_to_the_current_stderr(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(sys, "stderr", second)
     handler.emit(record)
     assert second.getvalue() == "WARNING slow answer\n"
+
+
+def test_a_traceback_is_masked_like_any_other_text(json_logs: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    try:
+        raise ValueError("row titular_dni=21378775-1 cci=01806604066000000111 refused")
+    except ValueError:
+        structlog.get_logger("t").exception("import.failed")
+    (event,) = _events(out.getvalue())
+    assert "ValueError" in str(event["exception"])  # the traceback is there...
+    assert "21378775" not in out.getvalue()  # ...with its personal digits masked
+    assert "01806604066000000111" not in out.getvalue()
+
+
+def test_keys_that_name_a_person_or_an_account_are_masked_whole(
+    json_logs: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    structlog.get_logger("t").info(
+        "x", titular="Edith Medina", household_name="Casa Huillca", holder_name="Ana Ruiz", beneficiary="Luz Sosa",
+        ccis=["01806604066000000111"], run=7, program="JUNTOS", event_count=2,
+    )  # fmt: skip
+    (event,) = _events(out.getvalue())
+    for key in ("titular", "household_name", "holder_name", "beneficiary"):
+        assert str(event[key]).startswith("*"), key
+    assert "Medina" not in out.getvalue()
+    assert "Huillca" not in out.getvalue()
+    assert (event["run"], event["program"], event["event_count"]) == (7, "JUNTOS", 2)
+
+
+def test_library_records_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a fresh process (the test runner adds its own)
+    configure_logging("INFO", "json")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    try:
+        logging.getLogger("cct.test.library").warning("retrying account 01806604066000000111 of dni %s", "21378775")
+    finally:
+        structlog.reset_defaults()
+    assert "retrying account" in out.getvalue()
+    assert "01806604066000000111" not in out.getvalue()
+    assert "21378775" not in out.getvalue()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import asyncpg
@@ -366,12 +366,14 @@ async def test_the_report_csv_has_one_masked_line_per_payment(world: World, tmp_
 
 
 class _MisreportingBank:
-    """The simulated bank, but one batch's items come back with an amount we never sent."""
+    """The simulated bank, but one batch's first item comes back changed (by default, with an amount we never
+    sent)."""
 
-    def __init__(self, bank: Any, reference: str) -> None:
+    def __init__(self, bank: Any, reference: str, change: Callable[[Any], Any] | None = None) -> None:
         self._bank = bank
         self._reference = reference
         self._wrong: set[str] = set()
+        self._change = change or (lambda item: item.model_copy(update={"amount": item.amount + 1}))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bank, name)
@@ -386,9 +388,34 @@ class _MisreportingBank:
         first = True
         async for item in self._bank.iter_batch_items(batch_id, **kwargs):
             if first and batch_id in self._wrong:
-                item = item.model_copy(update={"amount": item.amount + 1})
+                item = self._change(item)
             first = False
             yield item
+
+
+async def test_a_reference_in_other_digits_is_not_taken_for_ours(world: World) -> None:
+    """'R1-P٣' is not 'R1-P3': a reference is ours only byte for byte (ASCII digits, as we wrote it)."""
+    await world.register(4)
+    await world.fund(100_000_00)
+    run_id = await _create(world, batch_size=2)
+    await _approve(world, run_id)
+    async with world.db.connection() as conn:
+        reference = await conn.fetchval(
+            "select reference from payments.batches where run_id = $1 and batch_no = 1", run_id
+        )
+    arabic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+    for change in (
+        lambda item: item.model_copy(update={"reference": item.reference[:-1] + item.reference[-1].translate(arabic)}),
+        lambda item: item.model_copy(update={"reference": item.reference + "²"}),
+    ):
+        liar = _MisreportingBank(world.bank, reference, change)
+        with pytest.raises(RunIncident, match=r"batch\(es\) \[1\]"):
+            await RunExecutor(world.db, cast(BankPort, liar), run_id, "maria", options=FAST).execute()
+    async with world.db.connection() as conn:
+        incidents = await conn.fetch("select kind, detail from payments.incidents where run_id = $1", run_id)
+    assert [r["kind"] for r in incidents] == ["settlement_mismatch", "settlement_mismatch"]
+    assert all("not a payment of this batch" in str(r["detail"]) for r in incidents)
+    assert await world.balance(TRANSIT) == 0  # nothing of batch 1 reached a household
 
 
 async def test_items_that_contradict_the_snapshot_hold_their_batch_while_the_rest_settles(world: World) -> None:

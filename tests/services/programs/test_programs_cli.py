@@ -16,7 +16,7 @@ def test_load_list_show_fund(cli: Cli) -> None:
     assert "nothing changed" in again.stdout
 
     listed = cli("programs", "list", "--json")
-    assert [p["code"] for p in json.loads(listed.stdout)] == ["HAKU_WINAY_STIPEND", "JUNTOS"]
+    assert [p["code"] for p in json.loads(listed.stdout)["data"]] == ["HAKU_WINAY_STIPEND", "JUNTOS"]
 
     funded = cli("programs", "fund", "JUNTOS", "--amount", "150000000.00", "--reference", "RM-045-2026-MIDIS")
     assert funded.exit_code == 0, funded.output
