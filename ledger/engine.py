@@ -51,7 +51,8 @@ from ledger.models import (
 )
 from ledger.money import require_minor_units
 
-_CURSOR = "v1"  # the ledger's lists: accounts after an id, a statement before a version
+_CURSOR = "v1"  # accounts after an id
+_STATEMENT_CURSOR = "s1"  # an account's statement before a version: "s1.<account id>"
 _PERIODS_CURSOR = "c1"  # closed periods after a (start, name)
 
 _SQLSTATE_ERRORS: dict[str, type[LedgerError]] = {
@@ -265,7 +266,9 @@ class Ledger:
     ) -> tuple[list[StatementLine], str | None]:
         """The account's postings, newest first, with the balances after each; paginated by cursor."""
         account = await self.get_account(code)
-        before = decode_int(cursor, _CURSOR) if cursor else account.balance.version + 1
+        # The statement's cursor names its account: a cursor of another account's statement is refused.
+        kind = f"{_STATEMENT_CURSOR}.{account.id}"
+        before = decode_int(cursor, kind) if cursor else account.balance.version + 1
         rows = await self.conn.fetch(
             """select p.*, t.effective_at, t.description
                  from ledger.postings p join ledger.transfers t on t.id = p.transfer_id
@@ -291,7 +294,7 @@ class Ledger:
             )
             for r in rows[:limit]
         ]
-        return lines, (encode_cursor(_CURSOR, lines[-1].version) if len(rows) > limit else None)
+        return lines, (encode_cursor(kind, lines[-1].version) if len(rows) > limit else None)
 
     # ---------------------------------------------------------------------------------------- transfers
     async def transfer(self, request: TransferRequest, idempotency_key: str | None) -> Transfer:

@@ -18,6 +18,17 @@ CSV_TYPES = ("text/csv", "application/csv", "text/plain")
 FileName = Annotated[str, Query(max_length=200, description="Recorded with the import.")]
 
 
+def _csv_request_body(description: str) -> dict[str, Any]:
+    """The OpenAPI description of a CSV request body (the route reads the body itself)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {t: {"schema": {"type": "string"}} for t in CSV_TYPES},
+        }
+    }
+
+
 async def _csv_body(request: Request, name: str) -> CsvSource:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type not in CSV_TYPES:
@@ -61,7 +72,12 @@ async def get_household(
     return await service.get_household(conn, household_id, reveal=reveal)
 
 
-@router.post("/households/imports", response_model=ImportOut, summary="Import a padron (CSV body)")
+@router.post(
+    "/households/imports",
+    response_model=ImportOut,
+    summary="Import a padron (CSV body)",
+    openapi_extra=_csv_request_body("The padron: UTF-8 CSV, header line first."),
+)
 async def import_households(
     request: Request,
     who: Writer,
@@ -86,6 +102,7 @@ async def import_households(
     "/programs/{code}/periods/{period}/compliance",
     response_model=ImportOut,
     summary="Import a period's verification results (CSV body)",
+    openapi_extra=_csv_request_body("household_id, compliant, reason: UTF-8 CSV, header line first."),
 )
 async def import_compliance(
     code: str, period: str, request: Request, who: Writer, conn: UoW, file_name: FileName = "verification.csv"

@@ -90,3 +90,25 @@ async def test_not_ready_is_a_problem(api: Api, monkeypatch: pytest.MonkeyPatch)
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["type"] == "urn:cct-ledger:problem:not-ready"
     assert "refused" in r.json()["detail"]
+
+
+async def test_a_statement_cursor_belongs_to_its_account(api: Api) -> None:
+    h = {**api.auth("admin")}
+    for code, normal in (("a:1", "debit"), ("a:2", "credit"), ("a:3", "credit")):
+        body = {"code": code, "currency": "PEN", "normal_balance": normal}
+        assert (await api.client.post("/v1/accounts", json=body, headers=h)).status_code == 201
+    for n, target in enumerate(("a:2", "a:3", "a:2", "a:3")):
+        transfer = {
+            "postings": [{"account": "a:1", "debit": 100}, {"account": target, "credit": 100}],
+            "currency": "PEN",
+        }
+        r = await api.client.post("/v1/transfers", json=transfer, headers={**h, "Idempotency-Key": f"k{n}"})
+        assert r.status_code == 201, r.text
+    first = (await api.client.get("/v1/accounts/a:2/postings", params={"limit": 1}, headers=h)).json()
+    assert first["next_cursor"]
+    rest = await api.client.get("/v1/accounts/a:2/postings", params={"cursor": first["next_cursor"]}, headers=h)
+    assert [line["version"] for line in rest.json()["data"]] == [1]
+    accounts = (await api.client.get("/v1/accounts", params={"limit": 1}, headers=h)).json()["next_cursor"]
+    for path, cursor in (("/v1/accounts/a:3/postings", first["next_cursor"]), ("/v1/accounts/a:2/postings", accounts)):
+        r = await api.client.get(path, params={"cursor": cursor}, headers=h)
+        assert r.json()["type"] == "urn:cct-ledger:problem:invalid-cursor", (path, r.text)

@@ -104,3 +104,11 @@ async def test_compliance_route(api: Api) -> None:
         headers={**api.auth("operator"), **CSV},
     )
     assert (bad_period.status_code, bad_period.json()["type"]) == (422, "urn:cct-ledger:problem:invalid-period")
+
+
+async def test_the_csv_routes_document_their_body(api: Api) -> None:
+    doc = (await api.client.get("/openapi.json")).json()
+    for path in ("/v1/households/imports", "/v1/programs/{code}/periods/{period}/compliance"):
+        body = doc["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        assert body["content"]["text/csv"]["schema"] == {"type": "string"}
