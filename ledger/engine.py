@@ -495,7 +495,9 @@ class Ledger:
             try:
                 after = (datetime.fromisoformat(start), name)
             except ValueError as e:
-                raise InvalidCursor(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page") from e
+                raise InvalidCursor(
+                    f"cursor {cursor!r} is not valid; use the next_cursor of a previous page", field="cursor"
+                ) from e
         rows = await self.conn.fetch(
             """select * from ledger.closed_periods
                 where $1::timestamptz is null or (starts_at, name) > ($1::timestamptz, $2::text)

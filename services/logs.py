@@ -4,7 +4,8 @@ Events are key-value pairs; request, run and job ids are bound through contextva
 keys (DNI, names, account numbers, CCI: :func:`is_personal_key`) are masked, and DNI- or CCI-shaped digit
 runs inside any other string are masked too, so a careless ``log.info("...", detail=str(row))`` cannot leak
 them. Tracebacks are rendered before masking, so the digits in an exception's text are masked as well, and
-the standard library's records (asyncpg, uvicorn, alembic) go through the same text masking. A name inside
+the standard library's records (asyncpg, alembic, and uvicorn's, which ``serve`` and ``bank-sim`` hand to the
+root handler with ``log_config=None``) go through the same text masking. A name inside
 free text cannot be recognised: code logs ids, never a person's name in a message.
 """
 
@@ -33,7 +34,8 @@ PERSONAL_KEYS = frozenset(
 )
 # Keys that name a person or an account by their shape: titular_dni, holder_name, beneficiary, cci_list...
 _PERSONAL_KEY = re.compile(
-    r"(^|_)(dnis?|ccis?|names?|surnames?|titular|holder|beneficiary|account_number|phone|email)(_|$)"
+    r"(^|_)(dnis?|ccis?|names?|surnames?|titular|holder|beneficiary|account_number|phone|email|address"
+    r"|nombres?|apellidos?|direccion|telefono|correo)(_|$)"
 )
 _NOT_PERSONAL = frozenset({"event", "logger", "logger_name", "file_name", "table_name", "program_name"})
 _CCI = re.compile(r"(?<!\d)\d{20}(?!\d)")

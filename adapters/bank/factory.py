@@ -15,7 +15,7 @@ def bank_from_settings(settings: Settings) -> BankClient:
     """
     if not settings.bank_url:
         raise BankNotConfigured(
-            "no bank is configured: set CCT_BANK_URL (and CCT_BANK_API_KEY, CCT_BANK_WEBHOOK_SECRET) to the bank's "
+            "no bank is configured: set CCT_BANK_URL (and CCT_BANK_API_KEY if the bank asks for one) to the bank's "
             "API, e.g. CCT_BANK_URL=http://127.0.0.1:8100 with `cct-ledger bank-sim --port 8100` running; "
             "only `cct-ledger demo` uses the in-process simulated bank"
         )

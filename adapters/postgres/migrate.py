@@ -66,15 +66,23 @@ async def assert_migrated(url_or_conn: str | Connection) -> None:
         conn = await asyncpg.connect(asyncpg_dsn(url_or_conn))
         try:
             current = await current_revision(conn)
+            database = await conn.fetchval("select current_database()")
         finally:
             await conn.close()
     else:
         current = await current_revision(url_or_conn)
+        database = await url_or_conn.fetchval("select current_database()")
     head = head_revision()
     if current != head:
+        empty = (
+            " (a database the demo made is `cct_demo`: set CCT_DB_NAME=cct_demo to use it)"
+            if current is None and database != "cct_demo"
+            else ""
+        )
         raise DatabaseNotMigrated(
-            f"The database is at migration {current or 'none'} but this cct-ledger needs {head}. "
-            "Run `cct-ledger db upgrade` to apply the migrations.",
+            f"The database {database!r} is at migration {current or 'none'} but this cct-ledger needs {head}"
+            f"{empty}. Run `cct-ledger db upgrade` to apply the migrations.",
             current=current,
             head=head,
+            database=database,
         )

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.errors import AppError, ErrorKind
 
 PROBLEM_JSON = "application/problem+json"
+_BODY_UNREADABLE = "There was an error parsing the body"  # FastAPI's 400 when a body is not JSON it can read
 TYPE_PREFIX = "urn:cct-ledger:problem:"
 STATUS: dict[ErrorKind, int] = {
     ErrorKind.INVALID: 422,
@@ -67,7 +68,7 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400:  # FastAPI could not read the body: answered as every other malformed body is
+    if exc.status_code == 400 and exc.detail == _BODY_UNREADABLE:  # answered as every other malformed body is
         message = f"{exc.detail}: send one UTF-8 JSON document"
         return problem(
             422,
@@ -84,12 +85,17 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 async def data_error(request: Request, exc: Exception) -> JSONResponse:
     """A value the database cannot hold (a number out of range, a malformed text): bad input, not a crash.
 
-    The detail carries PostgreSQL's own message (which value and why, e.g. "value out of range for type
-    bigint"), which speaks only of the request's own values."""
+    The detail carries PostgreSQL's own reason (e.g. "value out of range for type bigint"), which names the
+    request's own value at most. asyncpg's own refusals of a parameter ("invalid input for query argument
+    $3: ...") name our query's internals, so only their last words (the reason, e.g. "value out of int64
+    range") are kept."""
     log.warning("api.data_error", path=request.url.path, error=type(exc).__name__)
-    reason = str(getattr(exc, "message", "") or exc).strip() or "out of range or malformed"
-    if getattr(exc, "detail", None):
+    reason = str(getattr(exc, "message", "") or exc).strip()
+    if reason.startswith("invalid input for query argument"):
+        reason = reason.rsplit("(", 1)[1].rstrip(")") if reason.endswith(")") else ""
+    elif getattr(exc, "detail", None):
         reason += f" ({exc.detail})"  # type: ignore[attr-defined]
+    reason = reason or "out of range or malformed"
     return problem(
         422,
         "invalid-value",

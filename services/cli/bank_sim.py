@@ -88,4 +88,5 @@ def bank_sim(
         raise typer.Exit(2) from None
     where = "memory" if in_memory else str(folder)
     typer.echo(f"simulated bank on http://{host}:{port} (faults {faults.value}, state {where}); Ctrl-C to stop")
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    # log_config=None: uvicorn's records go to the root handler, which masks personal data (services.logs)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning", log_config=None)

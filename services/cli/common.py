@@ -118,7 +118,6 @@ def command(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
 
 def _hint(e: AppError) -> str:
     return {
-        "database-not-migrated": "run `cct-ledger db upgrade`",
         "insufficient-funds": "fund the account first, or lower the amount",
         "idempotency-key-reused": "use a new --key for a different operation",
         "account-not-found": "list accounts with `cct-ledger accounts list`",

@@ -326,6 +326,12 @@ async def _savings(control: SimControl) -> None:
     )
 
 
+def _program() -> str:
+    """How this command was typed (``.venv/bin/cct-ledger`` under ``make demo``), for a line to copy."""
+    typed = sys.argv[0] if sys.argv else ""
+    return typed if Path(typed).name == "cct-ledger" else "cct-ledger"
+
+
 def _finale(d: Demo, seconds: float, database: str, as_json: bool) -> None:
     runs = [r for r in d.runs if "run" in r]
     verify = next((r["verify"] for r in d.runs if "verify" in r), None)
@@ -388,7 +394,7 @@ def _finale(d: Demo, seconds: float, database: str, as_json: bool) -> None:
         )
     console.print(
         f"ledger verify: {'[bold green]ok[/]' if ok else '[bold red]FAILED[/]'}; total {seconds:,.1f} s. "
-        f"Explore: CCT_DB_NAME={database} cct-ledger runs list"
+        f"Explore: CCT_DB_NAME={database} {_program()} runs list"
     )
     if not ok:
         raise typer.Exit(1)

@@ -64,7 +64,7 @@ _ACCOUNT_COLUMNS = ["code", "cur", "normal", "posted", "available", "version", "
 @accounts.command("create")
 @command
 async def accounts_create(
-    code: str = typer.Argument(..., help="Unique code, e.g. household:000123:savings"),
+    code: str = typer.Argument(..., help="Unique code, e.g. household:HH00000123:savings"),
     currency: str = typer.Option("PEN", help="ISO 4217 currency."),
     normal: NormalBalance = typer.Option(..., "--normal", help="debit (assets) or credit (funds, savings)."),
     no_overdraft: bool = typer.Option(False, "--no-overdraft", help="Never let the balance go below zero."),
@@ -95,7 +95,10 @@ async def accounts_create(
 async def accounts_show(
     code: str = typer.Argument(..., help="Account code."),
     as_of: datetime | None = typer.Option(
-        None, "--as-of", help="Balance at this instant (ISO 8601, UTC if no offset)."
+        None,
+        "--as-of",
+        help="Balance at this instant (ISO 8601, UTC if no offset; a bare date is its first instant, 00:00 UTC: "
+        "for the end of 2026-11-28 in Lima write 2026-11-29T00:00:00-05:00).",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -156,7 +159,7 @@ async def accounts_statement(
 ) -> None:
     """The account's postings, newest first, with the balance after each.
 
-    Example: cct-ledger accounts statement household:000123:savings --limit 10
+    Example: cct-ledger accounts statement household:HH00000123:savings --limit 10
     """
     async with database() as db, db.connection() as conn:
         led = Ledger(conn)
@@ -194,7 +197,7 @@ async def accounts_statement(
 async def accounts_close(code: str = typer.Argument(...), user: str | None = USER_OPTION) -> None:
     """Close an account (its balance must be zero with nothing pending).
 
-    Example: cct-ledger accounts close household:000123:savings
+    Example: cct-ledger accounts close household:HH00000123:savings
     """
     async with database() as db, db.connection() as conn:
         await Ledger(conn, actor(user)).close_account(code)
@@ -259,7 +262,7 @@ async def transfer_create(
     """Create a transfer: debits and credits must balance.
 
     Example: cct-ledger transfer create --debit program:JUNTOS:fund=200.00
-    --credit household:000123:savings=200.00 --key pay-000123-2026-B5
+    --credit household:HH00000123:savings=200.00 --key pay-HH00000123-2026-B5
     """
     postings = tuple(_legs(debit, "debit", currency) + _legs(credit, "credit", currency))
     if expires_in is not None and not pending:

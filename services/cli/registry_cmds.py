@@ -88,13 +88,11 @@ def _print_errors(errors: list[dict[str, Any]], total: int, title: str) -> None:
 
 def _require_writable(path: Path) -> None:
     """Refuse, before anything is imported, a rejects file that could not be written afterwards."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if (
-        path.is_dir()
-        or not folder.is_dir()
-        or not os.access(folder, os.W_OK)
-        or (path.exists() and not os.access(path, os.W_OK))
-    ):
+    if path.exists():
+        writable = path.is_file() and os.access(path, os.W_OK)
+    else:
+        writable = path.parent.is_dir() and os.access(path.parent, os.W_OK)
+    if not writable:
         raise typer.BadParameter(
             f"cannot write the rejects file {path}: give --rejects a path in an existing, writable folder",
             param_hint="--rejects",
@@ -224,7 +222,7 @@ async def households_show(
     Example: cct-ledger households show HH00000001 --reveal
     """
     async with database() as db, db.connection() as conn:
-        data = await service.get_household(conn, household_id, reveal=reveal)
+        data = await service.get_household(conn, household_id, reveal=reveal, actor=actor(None))
     if as_json:
         print_json(data)
         return

@@ -16,6 +16,7 @@ from services.cli.common import (
     command,
     console,
     database,
+    err,
     print_json,
     print_more,
     print_page,
@@ -25,6 +26,7 @@ from services.cli.common import (
 )
 from services.cli.progress import Bars
 from services.payments import report, repository, service
+from services.payments.errors import RunNotApproved
 from services.payments.execute import ExecuteOptions, RunExecutor
 
 app = typer.Typer(
@@ -129,9 +131,11 @@ async def create(
         async with db.connection() as conn:
             s = await report.summary(conn, created.run["id"])
     if as_json:
-        print_json(s)
+        print_json({**s, "warnings": list(created.warnings)})
         return
     print_summary(s)
+    for warning in created.warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     console.print(f"next: another person approves it with `cct-ledger runs approve {created.run['id']} --user NAME`")
 
 
@@ -153,15 +157,25 @@ async def approve(run_id: int = RUN_ID, user: str | None = USER, as_json: bool =
 
 async def _execute(run_id: int, actor: str, as_json: bool, quiet: bool) -> None:
     s = settings()
-    bank = bank_from_settings(s)
-    try:
-        async with database(s) as db:
-            with Bars(enabled=not (as_json or quiet)) as bars:
-                await RunExecutor(db, bank, run_id, actor, bars, ExecuteOptions.from_settings(s)).execute()
-            async with db.connection() as conn:
-                summary = await report.summary(conn, run_id)
-    finally:
-        await bank.aclose()
+    async with database(s) as db:
+        async with db.connection() as conn:
+            run = await repository.get_run(conn, run_id)  # the run's state is the first thing to get wrong
+        if run["status"] == "created":
+            raise RunNotApproved(
+                f"run {run_id} is not approved yet; an approver must run `cct-ledger runs approve {run_id}`",
+                run=run_id,
+            )
+        if run["status"] in ("approved", "executing"):
+            bank = bank_from_settings(s)
+            try:
+                with Bars(enabled=not (as_json or quiet)) as bars:
+                    await RunExecutor(db, bank, run_id, actor, bars, ExecuteOptions.from_settings(s)).execute()
+            finally:
+                await bank.aclose()
+        elif not as_json:
+            console.print(f"run {run_id} is already {run['status']}: nothing to execute")
+        async with db.connection() as conn:
+            summary = await report.summary(conn, run_id)
     if as_json:
         print_json(summary)
     else:

@@ -25,6 +25,7 @@ def serve(
         port=port or s.port,
         workers=workers,
         log_level=s.log_level.lower(),
+        log_config=None,  # uvicorn's records go to the root handler, which masks personal data (services.logs)
         access_log=False,
         proxy_headers=True,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from services.auth import service
+from services.auth.service import Role
 from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, print_page, table
 
 app = typer.Typer(
@@ -17,7 +18,7 @@ app = typer.Typer(
 @command
 async def create(
     name: str = typer.Option(..., "--name", help="The acting user recorded on every write made with the token."),
-    role: str = typer.Option(..., "--role", help="admin, operator, approver or auditor."),
+    role: Role = typer.Option(..., "--role", case_sensitive=False, help="admin, operator, approver or auditor."),
     user: str | None = USER_OPTION,
 ) -> None:
     """Create a token and print only the token, so `TOKEN=$(cct-ledger token create ...)` works.
@@ -25,7 +26,7 @@ async def create(
     Example: TOKEN=$(cct-ledger token create --name maria --role operator)
     """
     async with database() as db, db.connection() as conn:
-        secret, _ = await service.create_token(conn, name, role, created_by=actor(user))
+        secret, _ = await service.create_token(conn, name, role.value, created_by=actor(user))
     print(secret)
 
 

@@ -84,6 +84,14 @@ async def page_of_runs(
     return runs, (cursors.encode_cursor("r1", runs[-1]["id"]) if more else None)
 
 
+async def compliance_records(conn: Connection, program: str, period: str) -> int:
+    """How many compliance records (verifications) the registry holds for the program and period."""
+    n: int = await conn.fetchval(
+        "select count(*) from registry.compliance where program = $1 and period = $2", program, period
+    )
+    return n
+
+
 async def event(conn: Connection, run_id: int, actor: str, name: str, detail: dict[str, Any]) -> None:
     await conn.execute(
         "insert into payments.run_events (run_id, actor, event, detail) values ($1, $2, $3, $4)",

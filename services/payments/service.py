@@ -17,6 +17,7 @@ import structlog
 
 from ledger.db import Connection
 from ledger.engine import Ledger
+from ledger.money import format_minor
 from services.payments import repository as repo
 from services.payments.errors import MakerChecker, RunExists, RunNotFunded, RunStateError
 from services.payments.programs_link import ProgramContext, program_context
@@ -31,6 +32,7 @@ class RunSummary:
 
     run: dict[str, Any]
     exclusions: dict[str, dict[str, int]]
+    warnings: tuple[str, ...] = ()
 
 
 async def create_run(
@@ -96,9 +98,26 @@ async def create_run(
         accrued["total"],
         exclusions,
     )
-    await repo.event(conn, run_id, actor, "created", {"payments": totals["count"], "total": totals["total"]})
+    compliance = await repo.compliance_records(conn, ctx.program, ctx.period)
+    warnings: tuple[str, ...] = ()
+    if compliance == 0:
+        # Not an error (a program may have no conditions to verify, and no record means compliant), but a
+        # conditional transfer paid before its verification arrived is a mistake worth saying out loud.
+        warnings = (
+            f"no compliance verification has been imported for {ctx.program} {ctx.period}: every household counts "
+            f"as compliant; if the program's conditions apply, import the verification first (`cct-ledger "
+            f"compliance import --program {ctx.program} --period {ctx.period} FILE`) and create the run after it",
+        )
+        log.warning("run.created_without_compliance", run=run_id, program=ctx.program, period=ctx.period)
+    await repo.event(
+        conn,
+        run_id,
+        actor,
+        "created",
+        {"payments": totals["count"], "total": totals["total"], "compliance_records": compliance},
+    )
     log.info("run.created", run=run_id, program=ctx.program, period=ctx.period, payments=totals["count"])
-    return RunSummary(await repo.get_run(conn, run_id), exclusions)
+    return RunSummary(await repo.get_run(conn, run_id), exclusions, warnings)
 
 
 async def approve_run(conn: Connection, run_id: int, actor: str) -> dict[str, Any]:
@@ -112,7 +131,7 @@ async def approve_run(conn: Connection, run_id: int, actor: str) -> dict[str, An
     run = await repo.lock_run(conn, run_id)
     if run["status"] != "created":
         raise RunStateError(f"run {run_id} is {run['status']}; only a created run can be approved", run=run_id)
-    if run["created_by"] == actor:
+    if same_person(run["created_by"], actor):
         raise MakerChecker(
             f"run {run_id} was created by {actor}; another person must approve it (maker-checker)", run=run_id
         )
@@ -120,8 +139,9 @@ async def approve_run(conn: Connection, run_id: int, actor: str) -> dict[str, An
     fund = await Ledger(conn).balance(ctx.fund_account)
     if fund.available < run["payments_total"]:
         raise RunNotFunded(
-            f"run {run_id} pays {run['payments_total']} but {ctx.fund_account} has {fund.available} available; "
-            f"record an appropriation first (`cct-ledger programs fund {run['program']} ...`)",
+            f"run {run_id} pays {format_minor(run['payments_total'], run['currency'])} but {ctx.fund_account} has "
+            f"{format_minor(fund.available, run['currency'])} available; record an appropriation first "
+            f"(`cct-ledger programs fund {run['program']} --amount ... --reference ...`)",
             run=run_id,
             needed=run["payments_total"],
             available=fund.available,
@@ -133,6 +153,12 @@ async def approve_run(conn: Connection, run_id: int, actor: str) -> dict[str, An
     )
     await repo.event(conn, run_id, actor, "approved", {"fund_available": fund.available})
     return await repo.get_run(conn, run_id)
+
+
+def same_person(a: str, b: str) -> bool:
+    """Whether two recorded names are one person for maker-checker: ``Maria`` and `` maria`` are (the
+    database's check, migration 0009, compares them the same way)."""
+    return a.strip(" ").lower() == b.strip(" ").lower()
 
 
 async def close_run(conn: Connection, run_id: int, actor: str) -> dict[str, Any]:

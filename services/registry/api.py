@@ -69,7 +69,7 @@ async def get_household(
     are masked unless `reveal=true`, which needs the operator or admin role."""
     if reveal:
         who.require(Role.OPERATOR)
-    return await service.get_household(conn, household_id, reveal=reveal)
+    return await service.get_household(conn, household_id, reveal=reveal, actor=who.name)
 
 
 @router.post(

@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+import structlog
+
 from ledger import cursors
 from ledger.db import Connection
 from services.logs import mask_value
@@ -15,6 +17,8 @@ from services.registry import repository
 from services.registry.errors import HouseholdNotFound, InvalidFilter
 from services.registry.imports import ImportReport, Progress, import_compliance, import_households
 from services.registry.padron import STATUSES
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "ImportReport",
@@ -49,8 +53,12 @@ def household_out(row: dict[str, Any], *, reveal: bool = False) -> dict[str, Any
     return out
 
 
-async def get_household(conn: Connection, household_id: str, *, reveal: bool = False) -> dict[str, Any]:
+async def get_household(
+    conn: Connection, household_id: str, *, reveal: bool = False, actor: str = ""
+) -> dict[str, Any]:
     """A household with its history (every version) and its recent compliance records.
+
+    With ``reveal`` the DNI and CCI are shown whole, and who asked is logged (``household.revealed``).
 
     Raises:
         HouseholdNotFound: no such household.
@@ -58,6 +66,8 @@ async def get_household(conn: Connection, household_id: str, *, reveal: bool = F
     row = await repository.get_household(conn, household_id)
     if row is None:
         raise HouseholdNotFound(f"household {household_id!r} is not in the registry", household_id=household_id)
+    if reveal:
+        log.info("household.revealed", household=household_id, actor=actor)
     history = []
     for h in await repository.household_history(conn, household_id):
         data = {k: v for k, v in h.items() if k not in ("version", "import_id", "changed_at")}

@@ -125,3 +125,12 @@ def test_a_too_large_amount_says_so(cli: Cli) -> None:
     result = cli("programs", "fund", "JUNTOS", "--amount", "1" * 17, "--reference", "r")
     assert result.exit_code == 1
     assert "too large: at most 16 digits" in result.stderr
+
+
+def test_an_unknown_role_is_a_usage_error(cli: Cli) -> None:
+    result = cli("token", "create", "--name", "maria", "--role", "superuser")
+    assert result.exit_code == 2
+    assert "'superuser' is not one of" in _text(result.output)
+    made = cli("token", "create", "--name", "maria", "--role", "Operator")  # any case
+    assert made.exit_code == 0, made.output
+    assert made.stdout.strip().startswith("cct_")

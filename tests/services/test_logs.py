@@ -119,3 +119,30 @@ def test_library_records_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "retrying account" in out.getvalue()
     assert "01806604066000000111" not in out.getvalue()
     assert "21378775" not in out.getvalue()
+
+
+def test_the_servers_hand_uvicorns_records_to_the_masking_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from services.cli import serve
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append(k))
+    serve.serve(host="127.0.0.1", port=8000, workers=1)
+    (call,) = calls
+    assert call["log_config"] is None  # uvicorn's own handlers would bypass the masking
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    for name in ("uvicorn", "uvicorn.error"):  # as uvicorn leaves them with log_config=None
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [])
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    configure_logging("INFO", "json")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    try:
+        uvicorn_error.error("Exception in ASGI application: titular 21378775")
+    finally:
+        structlog.reset_defaults()
+    assert "Exception in ASGI application" in out.getvalue()
+    assert "21378775" not in out.getvalue()

@@ -3,7 +3,8 @@
 0006 (the one-statement transfer): a transfer stored with its idempotency key by either version replays the
 same way through the other. 0007 (payment outcomes in their own table): outcomes move back into the
 payments and out again, and each version's guards hold. 0008 (transfer groups): the function goes and comes
-back with its setting.
+back with its setting. 0009 (maker-checker by person): the check compares names without case or spaces, and
+rows the old check allowed stay.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from alembic import command
 
 from adapters.postgres.database import init_connection
-from adapters.postgres.migrate import alembic_config
+from adapters.postgres.migrate import DatabaseNotMigrated, alembic_config, assert_migrated
 from ledger.engine import Ledger
 from ledger.models import AccountSpec, NormalBalance, PostingSpec, TransferRequest
 
@@ -118,3 +119,30 @@ async def test_transfer_groups_downgrade_to_0007_and_back(db_url: str) -> None:
         assert await conn.fetchval(exists) == ["plan_cache_mode=force_generic_plan"]
     finally:
         await conn.close()
+
+
+async def test_maker_checker_names_downgrade_to_0008_and_back(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    run = """insert into payments.runs (program, period, currency, rule_version, batch_size, created_by, approved_by)
+             values ('X', $1, 'PEN', 1, 10, 'maria', $2)"""
+    try:
+        for approver in ("Maria", " maria "):
+            with pytest.raises(asyncpg.CheckViolationError, match="runs_maker_checker"):
+                await conn.execute(run, "2026-B1", approver)
+        await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0008_transfer_groups")
+        await conn.execute(run, "2026-B1", "Maria")  # the old check compared spellings
+        await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")  # the old row is not re-checked
+        with pytest.raises(asyncpg.CheckViolationError, match="runs_maker_checker"):
+            await conn.execute(run, "2026-B2", "MARIA")
+        await conn.execute(run, "2026-B2", "jorge")
+    finally:
+        await conn.close()
+
+
+async def test_an_unmigrated_database_is_named_and_the_demos_is_pointed_at(pg_server_url: str) -> None:
+    # The maintenance database was never migrated: as a user who forgot CCT_DB_NAME=cct_demo would find theirs.
+    with pytest.raises(DatabaseNotMigrated) as refused:
+        await assert_migrated(pg_server_url)
+    assert "The database 'postgres' is at migration none" in refused.value.detail
+    assert "set CCT_DB_NAME=cct_demo" in refused.value.detail
+    assert "cct-ledger db upgrade" in refused.value.detail

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 
+import asyncpg
 import pytest
 
 from tests.services.api.conftest import Api
@@ -42,22 +44,24 @@ async def test_closed_periods_are_paginated(api: Api) -> None:
     h = api.auth("admin")
     for name, start, end in (
         ("2024", "2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z"),
-        ("2023-b", "2023-07-01T00:00:00Z", "2024-01-01T00:00:00Z"),
-        ("2023-a", "2023-01-01T00:00:00Z", "2023-07-01T00:00:00Z"),
+        ("2024|q1", "2024-01-01T00:00:00Z", "2024-04-01T00:00:00Z"),  # the same start: ordered by name
+        ("2023-b", "2023-07-01T00:00:00.000001-05:00", "2024-01-01T00:00:00Z"),
+        ("2023-a", "2023-01-01T09:00:00+09:00", "2023-07-01T00:00:00Z"),
     ):
         body = {"name": name, "starts_at": start, "ends_at": end}
         assert (await api.client.post("/v1/ledger/periods", json=body, headers=h)).status_code == 201, name
-    seen, cursor = [], None
-    while True:
-        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-        page = (await api.client.get("/v1/ledger/periods", params=params, headers=h)).json()
-        assert len(page["data"]) <= 2
-        seen += [p["name"] for p in page["data"]]
-        cursor = page["next_cursor"]
-        assert page["has_more"] is (cursor is not None)
-        if cursor is None:
-            break
-    assert seen == ["2023-a", "2023-b", "2024"]  # in the order of their start, each once
+    for limit in (1, 2, 3):
+        seen, cursor = [], None
+        while True:
+            params = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+            page = (await api.client.get("/v1/ledger/periods", params=params, headers=h)).json()
+            assert len(page["data"]) <= limit
+            seen += [p["name"] for p in page["data"]]
+            cursor = page["next_cursor"]
+            assert page["has_more"] is (cursor is not None)
+            if cursor is None:
+                break
+        assert seen == ["2023-a", "2023-b", "2024", "2024|q1"], limit  # by start, then name; each once
 
 
 async def test_a_body_that_cannot_be_read_is_a_validation_problem(api: Api) -> None:
@@ -112,3 +116,17 @@ async def test_a_statement_cursor_belongs_to_its_account(api: Api) -> None:
     for path, cursor in (("/v1/accounts/a:3/postings", first["next_cursor"]), ("/v1/accounts/a:2/postings", accounts)):
         r = await api.client.get(path, params={"cursor": cursor}, headers=h)
         assert r.json()["type"] == "urn:cct-ledger:problem:invalid-cursor", (path, r.text)
+
+
+async def test_a_parameter_asyncpg_refuses_is_explained_without_the_query() -> None:
+    from starlette.requests import Request
+
+    from services.api import problems
+
+    request = Request({"type": "http", "method": "POST", "path": "/v1/x", "headers": [], "query_string": b""})
+    refused = asyncpg.exceptions.DataError(
+        "invalid input for query argument $3: 99999999999999999999 (value out of int64 range)"
+    )
+    body = json.loads(bytes((await problems.data_error(request, refused)).body))
+    assert body["type"] == "urn:cct-ledger:problem:invalid-value"
+    assert body["detail"] == "a value in the request cannot be stored: value out of int64 range"

@@ -79,8 +79,9 @@ async def test_a_bimester_end_to_end(world: World) -> None:
 
     with pytest.raises(RunNotApproved):
         await _execute(world, run_id)
-    with pytest.raises(MakerChecker):
-        await _approve(world, run_id, user="maria")
+    for same_person in ("maria", "Maria", " MARIA "):  # one person, however the name is typed
+        with pytest.raises(MakerChecker):
+            await _approve(world, run_id, user=same_person)
     await _approve(world, run_id)
     done = await _execute(world, run_id)
     assert done["status"] == "settled"
@@ -250,6 +251,20 @@ async def test_snapshots_and_outcomes_are_final_in_the_database(world: World) ->
         )] == [("credited", 2), ("rejected", 1)]  # fmt: skip
 
 
+async def test_a_run_created_before_its_verification_says_so(world: World) -> None:
+    await world.register(3)
+    async with world.db.unit_of_work() as conn:
+        early = await service.create_run(conn, "JUNTOS", "2026-B4", "maria", 4)
+    assert len(early.warnings) == 1
+    assert "no compliance verification has been imported for JUNTOS 2026-B4" in early.warnings[0]
+    await world.suspend("J000001", "2026-B5")
+    async with world.db.unit_of_work() as conn:
+        verified = await service.create_run(conn, "JUNTOS", "2026-B5", "maria", 4)
+        events = await conn.fetch("select detail from payments.run_events where event = 'created' order by id")
+    assert verified.warnings == ()
+    assert [e["detail"]["compliance_records"] for e in events] == [0, 1]
+
+
 async def test_approval_refused_when_the_fund_cannot_cover(world: World) -> None:
     await world.register(3)
     await world.fund(500_00)
@@ -257,6 +272,7 @@ async def test_approval_refused_when_the_fund_cannot_cover(world: World) -> None
     with pytest.raises(RunNotFunded) as err:
         await _approve(world, run_id)
     assert err.value.extra["needed"] == 600_00
+    assert "pays S/ 600.00 but program:JUNTOS:fund has S/ 500.00 available" in err.value.detail  # as people read
 
 
 async def test_two_concurrent_executions_make_one_set_of_payments(world: World) -> None:

@@ -28,7 +28,7 @@ async def _tokens(db: Database) -> dict[str, str]:
     return out
 
 
-async def test_payment_runs_over_http(world: World, db: Database) -> None:
+async def test_payment_runs_over_http(world: World, db: Database, cli_env: dict[str, str]) -> None:
     await world.register(7)
     await world.fund(10_000_00)
     tokens = await _tokens(db)
@@ -75,6 +75,12 @@ async def test_payment_runs_over_http(world: World, db: Database) -> None:
         missing = await api.get("/v1/payment-runs/999999", headers=h("lucia"))
         assert missing.status_code == 404
         assert missing.json()["type"] == "urn:cct-ledger:problem:run-not-found"
+    # Executing a settled run again needs no bank: there is nothing to send (CCT_BANK_URL is unset here).
+    again = await asyncio.get_running_loop().run_in_executor(
+        None, _run, ["runs", "execute", str(run["id"]), "--user", "maria"]
+    )
+    assert again.exit_code == 0, again.output
+    assert "is already settled: nothing to execute" in again.output
 
 
 @pytest.fixture
@@ -115,7 +121,10 @@ async def test_runs_from_the_command_line(world: World, cli_env: dict[str, str])
     )
     assert created.exit_code == 0, created.output
     assert '"payments_count": 5' in created.output
-    same = await loop.run_in_executor(None, run, ["runs", "approve", "1", "--user", "maria"])
+    early = await loop.run_in_executor(None, run, ["runs", "execute", "1", "--user", "maria"])
+    assert early.exit_code == 1
+    assert "not approved yet" in early.output  # the run's state first, not the missing bank
+    same = await loop.run_in_executor(None, run, ["runs", "approve", "1", "--user", "Maria"])
     assert same.exit_code == 1
     assert "another person must approve" in same.output
     approved = await loop.run_in_executor(None, run, ["runs", "approve", "1", "--user", "jorge"])

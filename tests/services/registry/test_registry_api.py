@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from structlog.testing import capture_logs
+
 from tests.services.registry.conftest import BN_CCI, Api, csv_text, dni, row
 
 PROBLEM = "application/problem+json"
@@ -32,8 +34,11 @@ async def test_import_list_and_show_households(api: Api) -> None:
     assert masked.status_code == 200
     assert masked.json()["titular_dni"] == "******01"
     assert masked.json()["history"][0]["data"]["titular_dni"] == "******01"
-    revealed = await api.client.get("/v1/households/H1?reveal=true", headers=api.auth("operator"))
+    with capture_logs() as logs:
+        revealed = await api.client.get("/v1/households/H1?reveal=true", headers=api.auth("operator"))
     assert (revealed.json()["titular_dni"], revealed.json()["cci"]) == (dni(1), "00219119184091600051")
+    seen = [e for e in logs if e["event"] == "household.revealed"]
+    assert [(e["household"], e["actor"]) for e in seen] == [("H1", "operator-user")]  # who saw it unmasked
     refused = await api.client.get("/v1/households/H1?reveal=true", headers=api.auth("auditor"))
     assert (refused.status_code, refused.json()["type"]) == (403, "urn:cct-ledger:problem:forbidden")
     missing = await api.client.get("/v1/households/NOPE", headers=api.auth("auditor"))
