@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ledger.money import format_minor
 from services.cli.common import (
     CURSOR_OPTION,
     JSON_OPTION,
@@ -226,7 +227,7 @@ async def households_show(
     if as_json:
         print_json(data)
         return
-    fields = [k for k in data if k not in ("history", "compliance")]
+    fields = [k for k in data if k not in ("history", "compliance", "payments", "accrued")]
     console.print(table(f"household {household_id}", ["", ""], [(k, data[k]) for k in fields]))
     console.print(
         table(
@@ -256,6 +257,37 @@ async def households_show(
                     (c["program"], c["period"], "yes" if c["compliant"] else "no", c["reason"])
                     for c in data["compliance"]
                 ],
+            )
+        )
+    console.print(
+        table(
+            "payments (newest run first)",
+            ["run", "program", "periods", "amount", "status", "reason", "ledger transfer", "settled at"],
+            [
+                (
+                    p["run"],
+                    p["program"],
+                    ", ".join(p["periods"]),
+                    format_minor(p["amount"], p["currency"]),
+                    p["status"],
+                    p["reason"] or "",
+                    p["ledger_transfer_id"] or "",
+                    (p["settled_at"] or "")[:19],
+                )
+                for p in data["payments"]
+            ],
+            right=["amount"],
+        )
+        if data["payments"]
+        else "[dim]no payments yet[/]"
+    )
+    if data["accrued"]:
+        console.print(
+            table(
+                "owed (accruing until it can be paid)",
+                ["program", "period", "amount"],
+                [(a["program"], a["period"], format_minor(a["amount"], a["currency"])) for a in data["accrued"]],
+                right=["amount"],
             )
         )
 

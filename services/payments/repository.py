@@ -84,6 +84,43 @@ async def page_of_runs(
     return runs, (cursors.encode_cursor("r1", runs[-1]["id"]) if more else None)
 
 
+async def household_payments(conn: Connection, household_id: str) -> dict[str, list[dict[str, Any]]]:
+    """What a household was paid, newest run first, and what it is owed: its entitlements still accruing.
+
+    Read through the runs' and programs' keys, so the payments' ``(run_id, household_id)`` and the
+    entitlements' ``(program, household_id, period)`` indexes answer (no index by household alone: it would
+    cost every run's creation a million index entries).
+    """
+    payments = await conn.fetch(
+        """select s.run_id as run, r.program, r.period, r.currency, s.amount, s.status, s.reason, s.ledger_transfer_id,
+                  s.settled_at, coalesce((select array_agg(k order by k) from jsonb_object_keys(s.breakdown) k),
+                                         '{}') as periods
+             from payments.payment_states s join payments.runs r on r.id = s.run_id
+            where s.run_id = any(array(select id from payments.runs)) and s.household_id = $1
+            order by s.run_id desc""",
+        household_id,
+    )
+    accrued = await conn.fetch(
+        """select e.program, e.period, g.currency, e.amount
+             from payments.entitlements e join programs.programs g on g.code = e.program
+            where e.program = any(array(select code::text from programs.programs))
+              and e.household_id = $1 and e.payment_id is null
+            order by e.program, e.period""",
+        household_id,
+    )
+    return {
+        "payments": [
+            {
+                **dict(p),
+                "settled_at": p["settled_at"].isoformat() if p["settled_at"] else None,
+                "periods": list(p["periods"]),
+            }
+            for p in payments
+        ],
+        "accrued": [dict(a) for a in accrued],
+    }
+
+
 async def compliance_records(conn: Connection, program: str, period: str) -> int:
     """How many compliance records (verifications) the registry holds for the program and period."""
     n: int = await conn.fetchval(

@@ -35,11 +35,37 @@ class HistoryOut(BaseModel):
     data: dict[str, Any]
 
 
+class PaymentOut(BaseModel):
+    """One payment of the household (one per run that included it)."""
+
+    run: int
+    program: str
+    period: str = Field(description="The run's period.")
+    periods: list[str] = Field(description="The periods the payment carries (arrears included).")
+    currency: str
+    amount: int = Field(description="Minor units.")
+    status: str = Field(description="snapshotted (not settled yet), credited or rejected.")
+    reason: str | None = Field(description="The bank's reason for a rejection.")
+    ledger_transfer_id: int | None = Field(description="The ledger transfer that credited it.")
+    settled_at: str | None
+
+
+class AccruedOut(BaseModel):
+    """An entitlement not paid yet (no usable account, or a rejected payment): paid in the next run that can."""
+
+    program: str
+    period: str
+    currency: str
+    amount: int = Field(description="Minor units.")
+
+
 class HouseholdDetailOut(HouseholdOut):
-    """A household with its history and compliance records."""
+    """A household with its history, compliance records, payments (newest run first) and what it is owed."""
 
     history: list[HistoryOut]
     compliance: list[dict[str, Any]]
+    payments: list[PaymentOut]
+    accrued: list[AccruedOut]
 
 
 class RowErrorOut(BaseModel):

@@ -13,6 +13,7 @@ import structlog
 from ledger import cursors
 from ledger.db import Connection
 from services.logs import mask_value
+from services.payments import repository as payments_repository
 from services.registry import repository
 from services.registry.errors import HouseholdNotFound, InvalidFilter
 from services.registry.imports import ImportReport, Progress, import_compliance, import_households
@@ -80,7 +81,8 @@ async def get_household(
             }
         )
     compliance = [household_out(c) for c in await repository.household_compliance(conn, household_id)]
-    return {**household_out(row, reveal=reveal), "history": history, "compliance": compliance}
+    paid = await payments_repository.household_payments(conn, household_id)
+    return {**household_out(row, reveal=reveal), "history": history, "compliance": compliance, **paid}
 
 
 def encode_cursor(household_id: str) -> str:

@@ -25,6 +25,7 @@ from services.payments.errors import (
 )
 from services.payments.execute import ExecuteOptions, RunExecutor
 from services.ports.bank import BankPort, BatchStatus
+from services.registry.service import get_household
 from tests.services.payments.conftest import World, make_world
 
 FUND = "program:JUNTOS:fund"
@@ -131,6 +132,20 @@ async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: W
             [f"household:{gone['household_id']}:savings"]
         )
 
+    # Each household's view says what it was paid and what it is owed.
+    async with world.db.connection() as conn:
+        seen_gone = await get_household(conn, gone["household_id"])
+        seen_unbanked = await get_household(conn, world.households[-1]["household_id"])
+        seen_paid = await get_household(conn, rows[2]["household_id"])
+    assert [(p["run"], p["status"], p["reason"], p["periods"]) for p in seen_gone["payments"]] == [
+        (run_id, "rejected", "account_closed", ["2026-B4"])
+    ]
+    assert [(a["period"], a["amount"]) for a in seen_gone["accrued"]] == [("2026-B4", 200_00)]
+    assert (seen_unbanked["payments"], [a["period"] for a in seen_unbanked["accrued"]]) == ([], ["2026-B4"])
+    assert [(p["status"], p["amount"]) for p in seen_paid["payments"]] == [("credited", 200_00)]
+    assert seen_paid["payments"][0]["ledger_transfer_id"] is not None
+    assert seen_paid["accrued"] == []
+
     # The household gets its account fixed and the unbanked one is bankarised: the next run pays them
     # both periods, in full, once.
     await world.upsert([dict(rows[1])])
@@ -148,6 +163,13 @@ async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: W
     await _execute(world, run2)
     assert await world.balance(f"household:{rows[1]['household_id']}:savings") == 2 * 200_00
     assert await world.balance(f"household:{rows[2]['household_id']}:savings") == 2 * 200_00
+    async with world.db.connection() as conn:
+        fixed = await get_household(conn, rows[1]["household_id"])
+    assert [(p["run"], p["status"], p["periods"]) for p in fixed["payments"]] == [
+        (run2, "credited", ["2026-B4", "2026-B5"]),  # the arrears with the period, newest run first
+        (run_id, "rejected", ["2026-B4"]),
+    ]
+    assert fixed["accrued"] == []
     async with world.db.connection() as conn:
         twice = await conn.fetchval(
             """select count(*) from (select e.household_id, e.period from payments.entitlements e
