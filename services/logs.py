@@ -5,7 +5,7 @@ keys (DNI, names, account numbers, CCI: :func:`is_personal_key`) are masked, and
 runs inside any other string are masked too, so a careless ``log.info("...", detail=str(row))`` cannot leak
 them. Tracebacks are rendered before masking, so the digits in an exception's text are masked as well, and
 the standard library's records (asyncpg, alembic, and uvicorn's, which ``serve`` and ``bank-sim`` hand to the
-root handler with ``log_config=None``) go through the same text masking. A name inside
+root handler with ``log_config=None``) become events of the same format, masked the same way. A name inside
 free text cannot be recognised: code logs ids, never a person's name in a message.
 """
 
@@ -114,13 +114,6 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
-class _MaskingFormatter(logging.Formatter):
-    """The standard library's records with DNI-, CCI- and account-shaped digits masked (message and traceback)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return mask_text(super().format(record))
-
-
 def _stderr_logger(*_args: Any) -> StderrLogger:
     return StderrLogger()
 
@@ -152,7 +145,23 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         cache_logger_on_first_use=False,
     )
     handler = _CurrentStderrHandler()
-    handler.setFormatter(_MaskingFormatter("%(levelname)s %(name)s %(message)s"))
+    # The standard library's records (asyncpg, uvicorn, alembic) as events like ours: the same format (one
+    # JSON object a line in production), the same masking, their logger's name under "logger".
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                mask_personal_data,
+                renderer,
+            ],
+        )
+    )
     logging.basicConfig(level=level, handlers=[handler])
     # Libraries that log every request at INFO would drown the events that matter.
     for noisy in ("httpx", "httpcore", "alembic.runtime.migration"):

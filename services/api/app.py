@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.resources
 import itertools
 import secrets
 import time
@@ -17,7 +18,9 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.bank.factory import bank_from_settings
@@ -98,6 +101,40 @@ async def _every(seconds: float, name: str, job: Callable[[], Awaitable[None]]) 
             log.error("background.failed", job=name, error=repr(e))
 
 
+_DOCS_ASSETS = "/docs-assets"
+
+
+def _serve_docs_offline(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with their scripts and styles served by this server.
+
+    FastAPI's default pages load them from a CDN, so on a network that cannot reach it (a ministry's, a
+    bank's) the pages are blank. The files come from the pinned ``fastapi-offline`` package.
+    """
+    static = importlib.resources.files("fastapi_offline") / "static"
+    app.mount(_DOCS_ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
+    title = f"{app.title}: API"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=title,
+            swagger_js_url=f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{_DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=title,
+            redoc_js_url=f"{_DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{_DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def create_app(
     settings: Settings | None = None,
     database: Database | None = None,
@@ -159,7 +196,10 @@ def create_app(
             "`type`; lists are paginated with `limit` and `cursor` and return `next_cursor`."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served below from the package's own files, not from a CDN
+        redoc_url=None,
     )
+    _serve_docs_offline(app)
     app.state.settings = settings
     app.state.bank_factory = lambda: bank_from_settings(settings)  # the bank runs are executed against
     if database is not None:

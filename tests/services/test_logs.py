@@ -116,7 +116,10 @@ def test_library_records_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         logging.getLogger("cct.test.library").warning("retrying account 01806604066000000111 of dni %s", "21378775")
     finally:
         structlog.reset_defaults()
-    assert "retrying account" in out.getvalue()
+    (event,) = _events(out.getvalue())  # one JSON event, like ours
+    assert event["logger"] == "cct.test.library"
+    assert event["level"] == "warning"
+    assert str(event["event"]).startswith("retrying account")
     assert "01806604066000000111" not in out.getvalue()
     assert "21378775" not in out.getvalue()
 

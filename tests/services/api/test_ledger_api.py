@@ -330,3 +330,12 @@ async def test_ops_endpoints(api: Api) -> None:
     metrics = await api.client.get("/metrics")
     assert "cct_http_requests_total" in metrics.text
     assert (await api.client.get("/openapi.json")).json()["info"]["title"] == "cct-ledger"
+    # The documentation pages load nothing from elsewhere: a network without a CDN still shows them.
+    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = (await api.client.get(page)).text
+        assert f"/docs-assets/{asset}" in html, page
+        assert "cdn." not in html, page
+        assert "https://" not in html.replace("https://fastapi.tiangolo.com", ""), page
+        served = await api.client.get(f"/docs-assets/{asset}")
+        assert served.status_code == 200
+        assert len(served.content) > 100_000
