@@ -114,6 +114,13 @@ class Money:
             raise InvalidMoney(f"amount {text!r} has more than {MINOR_UNITS[currency]} decimals for {currency}")
         return cls(int(minor), currency)
 
+    def decimal(self) -> str:
+        """Plain decimal in major units, e.g. ``"1234.50"`` (no symbol, no grouping: for files and spreadsheets)."""
+        digits = MINOR_UNITS[self.currency]
+        sign = "-" if self.amount < 0 else ""
+        whole, frac = divmod(abs(self.amount), 10**digits) if digits else (abs(self.amount), 0)
+        return f"{sign}{whole}" + (f".{frac:0{digits}d}" if digits else "")
+
     def format(self) -> str:
         """Human form, e.g. ``S/ 200.00``."""
         digits = MINOR_UNITS[self.currency]

@@ -14,7 +14,16 @@ import typer
 from ledger import audit
 from ledger.engine import Ledger
 from ledger.errors import InvalidTransfer
-from ledger.models import Account, AccountSpec, NormalBalance, PostingSpec, Transfer, TransferRequest
+from ledger.models import (
+    Account,
+    AccountSpec,
+    Balance,
+    NormalBalance,
+    PostingSpec,
+    StatementLine,
+    Transfer,
+    TransferRequest,
+)
 from ledger.money import Money, format_minor
 from services.cli.common import (
     CURSOR_OPTION,
@@ -172,7 +181,17 @@ async def accounts_statement(
     console.print(
         table(
             f"{code}: statement",
-            ["version", "recorded", "transfer", "phase", "debit", "credit", "balance after", "description"],
+            [
+                "version",
+                "recorded",
+                "transfer",
+                "phase",
+                "debit",
+                "credit",
+                "posted after",
+                "available after",
+                "description",
+            ],
             [
                 (
                     x.version,
@@ -182,14 +201,26 @@ async def accounts_statement(
                     format_minor(x.debit, cur) if x.debit else "",
                     format_minor(x.credit, cur) if x.credit else "",
                     format_minor(x.posted_after, cur),
+                    format_minor(_available_after(account.normal_balance, x), cur),
                     x.description[:40],
                 )
                 for x in lines
             ],
-            right=["debit", "credit", "balance after"],
+            right=["debit", "credit", "posted after", "available after"],
         )
     )
+    console.print(
+        "[dim]hold: money set aside (available falls, posted does not); commit: a held amount posted; "
+        "release: a hold given back (available rises)[/]"
+    )
     print_more(next_cursor)
+
+
+def _available_after(normal: NormalBalance, line: StatementLine) -> int:
+    """The account's available balance after a posting: posted minus its pending outflows (``Balance.of``)."""
+    return Balance.of(
+        normal, "", line.posted_after, line.pending_debits_after, line.pending_credits_after, line.version
+    ).available
 
 
 @accounts.command("close")

@@ -85,22 +85,24 @@ def print_summary(s: dict[str, Any]) -> None:
             )
         )
     if s["top_districts"]:
+        by = "credited" if any(d["credited_total"] for d in s["top_districts"]) else "planned"
         console.print(
             table(
-                f"Top districts by amount credited ({s['districts']} districts in the run)",
-                ["ubigeo", "district", "department", "payments", "credited", "rejected"],
+                f"Top districts by amount {by} ({s['districts']} districts in the run)",
+                ["ubigeo", "district", "department", "payments", "planned", "credited", "rejected"],
                 [
                     (
                         d["ubigeo"],
                         d["district"],
                         d["department"],
                         d["payments"],
+                        _money(d["planned_total"], cur),
                         _money(d["credited_total"], cur),
                         d["rejected"],
                     )
                     for d in s["top_districts"]
                 ],
-                right=["payments", "credited", "rejected"],
+                right=["payments", "planned", "credited", "rejected"],
             )
         )
     if s["incidents"]:
@@ -282,7 +284,12 @@ async def list_runs(
 @command
 async def report_cmd(
     run_id: int = RUN_ID,
-    csv_path: Path | None = typer.Option(None, "--csv", help="Also write one line per payment to this CSV file."),
+    csv_path: Path | None = typer.Option(
+        None,
+        "--csv",
+        help="Also write one line per payment to this CSV file (DNI and CCI masked; amount in minor units and, as "
+        "amount_decimal, in major units: 200.00).",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The run report: paid, rejected by reason, accrued, totals, by district (and a CSV per payment).

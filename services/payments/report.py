@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.db import Connection
+from ledger.money import Money
 from services.identifiers import district_name
 from services.logs import mask_value
 from services.payments import repository as repo
@@ -52,16 +53,18 @@ async def summary(conn: Connection, run_id: int, districts: int = 10) -> dict[st
             "district": district_name(r["ubigeo"]) or "",
             "department": department_name(r["ubigeo"]),
             "payments": r["n"],
+            "planned_total": r["planned_total"],
             "credited": r["credited"],
             "credited_total": r["credited_total"],
             "rejected": r["rejected"],
         }
         for r in await conn.fetch(
-            """select ubigeo, count(*) as n, count(*) filter (where status = 'credited') as credited,
+            """select ubigeo, count(*) as n, sum(amount)::bigint as planned_total,
+                      count(*) filter (where status = 'credited') as credited,
                       coalesce(sum(amount) filter (where status = 'credited'), 0)::bigint as credited_total,
                       count(*) filter (where status = 'rejected') as rejected
                  from payments.payment_states where run_id = $1 group by ubigeo
-                order by credited_total desc, ubigeo limit $2""",
+                order by credited_total desc, planned_total desc, ubigeo limit $2""",
             run_id,
             districts,
         )
@@ -97,6 +100,8 @@ CSV_COLUMNS = [
     "district",
     "department",
     "amount",
+    "amount_decimal",
+    "currency",
     "periods",
     "status",
     "reason",
@@ -107,8 +112,12 @@ CSV_COLUMNS = [
 
 
 async def write_csv(conn: Connection, run_id: int, path: Path) -> int:
-    """One line per payment of the run (DNI and CCI masked); returns the number of lines."""
-    await repo.get_run(conn, run_id)
+    """One line per payment of the run (DNI and CCI masked); returns the number of lines.
+
+    ``amount`` is in minor units (céntimos), as everywhere a program reads amounts; ``amount_decimal`` is the
+    same in major units (``200.00`` soles) for people opening the file in a spreadsheet.
+    """
+    currency = (await repo.get_run(conn, run_id))["currency"]
     n = 0
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -131,6 +140,8 @@ async def write_csv(conn: Connection, run_id: int, path: Path) -> int:
                         district_name(r["ubigeo"]) or "",
                         department_name(r["ubigeo"]),
                         r["amount"],
+                        Money(r["amount"], currency).decimal(),
+                        currency,
                         " ".join(sorted(r["breakdown"])),
                         r["status"],
                         r["reason"] or "",

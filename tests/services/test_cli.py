@@ -134,3 +134,27 @@ def test_an_unknown_role_is_a_usage_error(cli: Cli) -> None:
     made = cli("token", "create", "--name", "maria", "--role", "Operator")  # any case
     assert made.exit_code == 0, made.output
     assert made.stdout.strip().startswith("cct_")
+
+
+def test_a_statement_shows_what_holds_do_to_the_available_balance(cli: Cli) -> None:
+    for args in (
+        ("accounts", "create", "mef:treasury", "--normal", "debit"),
+        ("accounts", "create", "program:X:fund", "--normal", "credit", "--no-overdraft"),
+        ("accounts", "create", "household:H1:savings", "--normal", "credit"),
+        ("transfer", "create", "--debit", "mef:treasury=500.00", "--credit", "program:X:fund=500.00", "--key", "f"),
+    ):
+        assert cli(*args).exit_code == 0, args
+    held = cli("transfer", "create", "--debit", "program:X:fund=200.00", "--credit", "household:H1:savings=200.00",
+               "--key", "h", "--pending", "--json")  # fmt: skip
+    assert held.exit_code == 0, held.output
+    assert cli("transfer", "void", str(json.loads(held.stdout)["id"]), "--key", "v").exit_code == 0
+    page = cli("accounts", "statement", "program:X:fund", "--json")
+    lines = json.loads(page.stdout)["data"]
+    assert [(x["phase"], x["balance_after"], x["pending_debits_after"]) for x in lines] == [
+        ("release", 500_00, 0),
+        ("hold", 500_00, 200_00),
+        ("posted", 500_00, 0),
+    ]
+    text = _text(cli("accounts", "statement", "program:X:fund").stdout)
+    assert "available after" in text
+    assert "S/ 300.00" in text  # available while the hold stood; posted stayed S/ 500.00

@@ -77,6 +77,11 @@ async def test_a_bimester_end_to_end(world: World) -> None:
     }
     assert run["payments_total"] == sum(expected.values())
     assert await world.balance(FUND) == 1_000_000_00  # nothing moved yet
+    # Before execution the districts are ranked by what is planned (nothing is credited yet).
+    planned = [d["planned_total"] for d in s["top_districts"]]
+    assert planned == sorted(planned, reverse=True)
+    assert sum(planned) == run["payments_total"]  # every district of these households is in the top ten
+    assert all(d["credited_total"] == 0 for d in s["top_districts"])
 
     with pytest.raises(RunNotApproved):
         await _execute(world, run_id)
@@ -401,6 +406,7 @@ async def test_the_report_csv_has_one_masked_line_per_payment(world: World, tmp_
         assert row["cci"] not in line["cci"]
         assert line["periods"] == "2026-B5"
         assert line["ledger_transfer_id"]
+        assert (line["amount"], line["amount_decimal"], line["currency"]) == ("20000", "200.00", "PEN")
 
 
 class _MisreportingBank:
