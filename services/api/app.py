@@ -199,7 +199,6 @@ def create_app(
         docs_url=None,  # served below from the package's own files, not from a CDN
         redoc_url=None,
     )
-    _serve_docs_offline(app)
     app.state.settings = settings
     app.state.bank_factory = lambda: bank_from_settings(settings)  # the bank runs are executed against
     if database is not None:
@@ -233,6 +232,7 @@ def create_app(
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    _serve_docs_offline(app)  # last: the API's routes are matched first
     return app
 
 

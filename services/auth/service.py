@@ -91,6 +91,12 @@ async def create_token(conn: Connection, name: str, role: str, created_by: str =
     return secret, token_id
 
 
+async def live_tokens_named(conn: Connection, name: str) -> list[dict[str, Any]]:
+    """The live (not revoked) tokens with this name: its id and role each."""
+    rows = await conn.fetch("select id, role from auth.tokens where name = $1 and revoked_at is null order by id", name)
+    return [dict(r) for r in rows]
+
+
 async def revoke_token(conn: Connection, name_or_id: str) -> int:
     """Revoke every live token with this name (or the token with this id); returns how many."""
     if name_or_id.isascii() and name_or_id.isdigit() and int(name_or_id) < 2**63:

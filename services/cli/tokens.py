@@ -6,7 +6,7 @@ import typer
 
 from services.auth import service
 from services.auth.service import Role
-from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, print_page, table
+from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, err, print_page, table
 
 app = typer.Typer(
     help="API tokens: create, list, revoke.\n\nExample: TOKEN=$(cct-ledger token create --name maria --role operator)",
@@ -26,7 +26,15 @@ async def create(
     Example: TOKEN=$(cct-ledger token create --name maria --role operator)
     """
     async with database() as db, db.connection() as conn:
+        others = await service.live_tokens_named(conn, name)
         secret, _ = await service.create_token(conn, name, role.value, created_by=actor(user))
+    if others:  # allowed (a second device, a rotation), but `token revoke NAME` revokes them all
+        listed = ", ".join(f"#{t['id']} ({t['role']})" for t in others)
+        err.print(
+            f"[yellow]note:[/] {name} already has live token(s) {listed}; `cct-ledger token revoke {name}` revokes "
+            "every one of them, `cct-ledger token revoke ID` one",
+            highlight=False,
+        )
     print(secret)
 
 

@@ -66,7 +66,11 @@ async def get_household(
     """
     row = await repository.get_household(conn, household_id)
     if row is None:
-        raise HouseholdNotFound(f"household {household_id!r} is not in the registry", household_id=household_id)
+        hint = ""
+        for other in {household_id.strip(), household_id.strip().upper()} - {household_id}:
+            if await repository.get_household(conn, other) is not None:
+                hint = f"; did you mean {other!r}? (ids are exact: case matters)"
+        raise HouseholdNotFound(f"household {household_id!r} is not in the registry{hint}", household_id=household_id)
     if reveal:
         log.info("household.revealed", household=household_id, actor=actor)
     history = []

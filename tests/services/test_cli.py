@@ -158,3 +158,14 @@ def test_a_statement_shows_what_holds_do_to_the_available_balance(cli: Cli) -> N
     text = _text(cli("accounts", "statement", "program:X:fund").stdout)
     assert "available after" in text
     assert "S/ 300.00" in text  # available while the hold stood; posted stayed S/ 500.00
+
+
+def test_a_second_token_with_a_name_is_made_but_noted(cli: Cli) -> None:
+    first = cli("token", "create", "--name", "maria", "--role", "operator")
+    assert first.exit_code == 0
+    assert first.stderr == ""
+    second = cli("token", "create", "--name", "maria", "--role", "approver")
+    assert second.exit_code == 0
+    assert second.stdout.strip().startswith("cct_")  # stdout is still the token alone
+    assert "maria already has live token(s) #" in _text(second.stderr)
+    assert "(operator)" in second.stderr

@@ -117,3 +117,12 @@ async def test_the_csv_routes_document_their_body(api: Api) -> None:
         body = doc["paths"][path]["post"]["requestBody"]
         assert body["required"] is True
         assert body["content"]["text/csv"]["schema"] == {"type": "string"}
+
+
+async def test_an_id_in_the_wrong_case_is_pointed_at(api: Api) -> None:
+    text = csv_text([row("HH1", dni(1))])
+    imported = await api.client.post("/v1/households/imports", content=text, headers={**CSV, **api.auth("operator")})
+    assert imported.status_code == 200, imported.text
+    r = await api.client.get("/v1/households/hh1", headers=api.auth("auditor"))
+    assert r.status_code == 404
+    assert "did you mean 'HH1'?" in r.json()["detail"]
