@@ -4,10 +4,12 @@ Revision ID: 0009_maker_checker_names
 Revises: 0008_transfer_groups
 Create Date: 2026-11-28
 
-``payments.runs`` refused an approver equal to the maker byte for byte, so the same person typing their name
-with another case or a trailing space passed the check. The check now compares the names without case and
-surrounding spaces, as ``services.payments.service.same_person`` does before it. Runs approved before this
-migration are not re-checked (``not valid``): the constraint holds for every approval from now on.
+``payments.runs`` refused an approver equal to the maker byte for byte (the check ``runs_maker_checker``),
+so the same person typing their name with another case or surrounding spaces passed it. A trigger now
+refuses, when a run is approved, an approver whose name equals the maker's without case and surrounding
+spaces, as ``services.payments.service.same_person`` does before it. It is a trigger on the approval, not a
+check on the row: a check would be evaluated on every later update of a run approved before this migration
+by such a pair (its execution, settlement and closing), and refuse them. The byte-for-byte check stays.
 """
 
 from collections.abc import Sequence
@@ -23,9 +25,20 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     execute_script(
         """
-alter table payments.runs drop constraint runs_maker_checker;
-alter table payments.runs add constraint runs_maker_checker
-    check (approved_by is null or lower(btrim(approved_by)) <> lower(btrim(created_by))) not valid;
+create function payments.approver_is_not_maker() returns trigger language plpgsql as $$
+begin
+    if new.approved_by is not null
+       and (tg_op = 'INSERT' or new.approved_by is distinct from old.approved_by)
+       and lower(btrim(new.approved_by)) = lower(btrim(new.created_by)) then
+        raise exception 'runs_maker_checker: run % was created by %; % is the same person and may not approve it',
+            new.id, new.created_by, new.approved_by
+            using errcode = 'check_violation';
+    end if;
+    return new;
+end $$;
+
+create trigger runs_maker_checker_person before insert or update of approved_by on payments.runs
+    for each row execute function payments.approver_is_not_maker();
 """
     )
 
@@ -33,8 +46,7 @@ alter table payments.runs add constraint runs_maker_checker
 def downgrade() -> None:
     execute_script(
         """
-alter table payments.runs drop constraint runs_maker_checker;
-alter table payments.runs add constraint runs_maker_checker
-    check (approved_by is null or approved_by <> created_by) not valid;
+drop trigger runs_maker_checker_person on payments.runs;
+drop function payments.approver_is_not_maker();
 """
     )

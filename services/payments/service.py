@@ -157,7 +157,7 @@ async def approve_run(conn: Connection, run_id: int, actor: str) -> dict[str, An
 
 def same_person(a: str, b: str) -> bool:
     """Whether two recorded names are one person for maker-checker: ``Maria`` and `` maria`` are (the
-    database's check, migration 0009, compares them the same way)."""
+    database's trigger on approvals, migration 0009, compares them the same way)."""
     return a.strip(" ").lower() == b.strip(" ").lower()
 
 

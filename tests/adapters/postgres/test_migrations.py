@@ -3,8 +3,8 @@
 0006 (the one-statement transfer): a transfer stored with its idempotency key by either version replays the
 same way through the other. 0007 (payment outcomes in their own table): outcomes move back into the
 payments and out again, and each version's guards hold. 0008 (transfer groups): the function goes and comes
-back with its setting. 0009 (maker-checker by person): the check compares names without case or spaces, and
-rows the old check allowed stay.
+back with its setting. 0009 (maker-checker by person): approvals compare names without case or spaces, and
+runs the old check allowed go on through their states.
 """
 
 from __future__ import annotations
@@ -131,10 +131,16 @@ async def test_maker_checker_names_downgrade_to_0008_and_back(db_url: str) -> No
                 await conn.execute(run, "2026-B1", approver)
         await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0008_transfer_groups")
         await conn.execute(run, "2026-B1", "Maria")  # the old check compared spellings
-        await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")  # the old row is not re-checked
+        await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")
+        # A run approved before the migration goes on through its states: only approvals are checked.
+        await conn.execute("update payments.runs set status = 'executing' where period = '2026-B1'")
+        await conn.execute("update payments.runs set status = 'settled' where period = '2026-B1'")
         with pytest.raises(asyncpg.CheckViolationError, match="runs_maker_checker"):
             await conn.execute(run, "2026-B2", "MARIA")
-        await conn.execute(run, "2026-B2", "jorge")
+        await conn.execute(run, "2026-B2", None)  # created, not approved yet
+        with pytest.raises(asyncpg.CheckViolationError, match="runs_maker_checker"):
+            await conn.execute("update payments.runs set approved_by = 'maria ' where period = '2026-B2'")
+        await conn.execute("update payments.runs set approved_by = 'jorge' where period = '2026-B2'")
     finally:
         await conn.close()
 
