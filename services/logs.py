@@ -150,6 +150,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,  # the request's or run's ids, as on our own events
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -162,7 +163,13 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
             ],
         )
     )
-    logging.basicConfig(level=level, handlers=[handler])
+    # Each configuration replaces the previous one's handler (a command line configures logging before the
+    # server it starts does, with another format): ``logging.basicConfig`` would keep the first.
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _CurrentStderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
     # Libraries that log every request at INFO would drown the events that matter.
     for noisy in ("httpx", "httpcore", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

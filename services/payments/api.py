@@ -34,7 +34,7 @@ async def create(body: RunCreate, who: Writer, conn: UoW) -> dict[str, Any]:
     """Computes every household's entitlement for the period and snapshots the payments; nothing moves yet.
     A program has one run per period (409 `run-exists`)."""
     created = await service.create_run(conn, body.program, body.period, who.name, body.batch_size)
-    return _jsonable(created.run)  # type: ignore[no-any-return]
+    return {**_jsonable(created.run), "warnings": list(created.warnings)}
 
 
 @router.get("", summary="List runs, newest first")

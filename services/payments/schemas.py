@@ -38,3 +38,6 @@ class RunOut(BaseModel):
     settled_at: Any | None
     closed_by: str | None
     closed_at: Any | None
+    warnings: list[str] = Field(
+        default_factory=list, description="Said when the run is created, e.g. no compliance verification imported."
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import structlog
 
 from ledger.db import Connection
@@ -146,11 +147,20 @@ async def approve_run(conn: Connection, run_id: int, actor: str) -> dict[str, An
             needed=run["payments_total"],
             available=fund.available,
         )
-    await conn.execute(
-        "update payments.runs set status = 'approved', approved_by = $2, approved_at = clock_timestamp() where id = $1",
-        run_id,
-        actor,
-    )
+    try:
+        await conn.execute(
+            "update payments.runs set status = 'approved', approved_by = $2, approved_at = clock_timestamp() "
+            "where id = $1",
+            run_id,
+            actor,
+        )
+    except asyncpg.CheckViolationError as e:  # the database's rule (its case folding may differ from Python's)
+        if "runs_maker_checker" not in str(e) and getattr(e, "constraint_name", None) != "runs_maker_checker":
+            raise
+        raise MakerChecker(
+            f"run {run_id} was created by {run['created_by']}; another person must approve it (maker-checker)",
+            run=run_id,
+        ) from e
     await repo.event(conn, run_id, actor, "approved", {"fund_available": fund.available})
     return await repo.get_run(conn, run_id)
 

@@ -72,7 +72,8 @@ async def get_household(
                 hint = f"; did you mean {other!r}? (ids are exact: case matters)"
         raise HouseholdNotFound(f"household {household_id!r} is not in the registry{hint}", household_id=household_id)
     if reveal:
-        log.info("household.revealed", household=household_id, actor=actor)
+        # A warning, so that it is written at every log level (the command line's default is WARNING).
+        log.warning("household.revealed", household=household_id, actor=actor)
     history = []
     for h in await repository.household_history(conn, household_id):
         data = {k: v for k, v in h.items() if k not in ("version", "import_id", "changed_at")}

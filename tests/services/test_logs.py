@@ -149,3 +149,37 @@ def test_the_servers_hand_uvicorns_records_to_the_masking_handler(monkeypatch: p
         structlog.reset_defaults()
     assert "Exception in ASGI application" in out.getvalue()
     assert "21378775" not in out.getvalue()
+
+
+def test_a_library_records_traceback_is_kept_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    configure_logging("INFO", "json")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    try:
+        try:
+            raise ValueError("bad dni 21378775")
+        except ValueError:
+            logging.getLogger("cct.test.library").exception("query failed")
+    finally:
+        structlog.reset_defaults()
+    (event,) = _events(out.getvalue())
+    assert "Traceback (most recent call last)" in str(event["exception"])
+    assert "ValueError: bad dni ******75" in str(event["exception"])
+    assert "21378775" not in out.getvalue()
+
+
+def test_the_last_configuration_decides_the_library_records_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command line configures logging (console) before the server it starts does (JSON): the server's wins."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    configure_logging("WARNING", "console")
+    configure_logging("INFO", "json")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    try:
+        logging.getLogger("cct.test.library").info("started")
+    finally:
+        structlog.reset_defaults()
+    (event,) = _events(out.getvalue())  # one handler (not two), JSON, and INFO is let through
+    assert (event["event"], event["level"]) == ("started", "info")
+    assert sum(isinstance(h, _CurrentStderrHandler) for h in logging.getLogger().handlers) == 1

@@ -278,6 +278,21 @@ async def test_snapshots_and_outcomes_are_final_in_the_database(world: World) ->
         )] == [("credited", 2), ("rejected", 1)]  # fmt: skip
 
 
+async def test_the_database_and_the_service_agree_on_who_is_the_same_person(world: World) -> None:
+    """Case folding differs between Python and PostgreSQL for some letters (İ): whichever decides, an
+    approval by the maker is a MakerChecker refusal, never a raw database error."""
+    await world.register(2)
+    await world.fund(10_000_00)
+    async with world.db.unit_of_work() as conn:
+        run_id = int((await service.create_run(conn, "JUNTOS", "2026-B5", "ismail", 4)).run["id"])
+        same_for_postgres = await conn.fetchval("select lower(btrim('İsmail')) = lower(btrim('ismail'))")
+    if same_for_postgres:
+        with pytest.raises(MakerChecker):
+            await _approve(world, run_id, user="İsmail")
+    else:
+        await _approve(world, run_id, user="İsmail")
+
+
 async def test_a_run_created_before_its_verification_says_so(world: World) -> None:
     await world.register(3)
     async with world.db.unit_of_work() as conn:

@@ -48,6 +48,7 @@ async def test_payment_runs_over_http(world: World, db: Database, cli_env: dict[
         assert r.status_code == 201, r.text
         run = r.json()
         assert (run["status"], run["payments_count"], run["batches_count"]) == ("created", 7, 3)
+        assert ["no compliance verification has been imported" in w for w in run["warnings"]] == [True]
         again = await api.post("/v1/payment-runs", json={"program": "JUNTOS", "period": "2026-B5"}, headers=h("ana"))
         assert again.status_code == 409
         assert again.json()["type"] == "urn:cct-ledger:problem:run-exists"
