@@ -22,6 +22,11 @@ def encode_cursor(kind: str, position: int | str) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
 
 
+def invalid(cursor: str) -> InvalidCursor:
+    """The error for a cursor that is not a next_cursor of the list it was given to."""
+    return InvalidCursor(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page", field="cursor")
+
+
 def decode_text(cursor: str, kind: str) -> str:
     """The position inside a cursor of the list ``kind``.
 
@@ -33,7 +38,7 @@ def decode_text(cursor: str, kind: str) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
     if not raw.startswith(f"{kind}:") or len(raw) == len(kind) + 1:
-        raise InvalidCursor(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page", field="cursor")
+        raise invalid(cursor)
     return raw[len(kind) + 1 :]
 
 
@@ -45,5 +50,5 @@ def decode_int(cursor: str, kind: str) -> int:
     """
     text = decode_text(cursor, kind)
     if not (text.isascii() and text.isdigit()) or int(text) > _MAX_POSITION:
-        raise InvalidCursor(f"cursor {cursor!r} is not valid; use the next_cursor of a previous page", field="cursor")
+        raise invalid(cursor)
     return int(text)

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ledger import cursors
 from ledger.cursors import decode_int, decode_text, encode_cursor
 from ledger.db import Connection
 from ledger.errors import (
@@ -29,7 +30,6 @@ from ledger.errors import (
     CurrencyMismatch,
     IdempotencyConflict,
     InsufficientFunds,
-    InvalidCursor,
     InvalidTransfer,
     LedgerError,
     PeriodClosed,
@@ -495,9 +495,7 @@ class Ledger:
             try:
                 after = (datetime.fromisoformat(start), name)
             except ValueError as e:
-                raise InvalidCursor(
-                    f"cursor {cursor!r} is not valid; use the next_cursor of a previous page", field="cursor"
-                ) from e
+                raise cursors.invalid(cursor) from e
         rows = await self.conn.fetch(
             """select * from ledger.closed_periods
                 where $1::timestamptz is null or (starts_at, name) > ($1::timestamptz, $2::text)

@@ -20,21 +20,9 @@ from typing import Any
 
 import structlog
 
-PERSONAL_KEYS = frozenset(
-    {
-        "dni",
-        "titular_dni",
-        "name",
-        "titular_name",
-        "full_name",
-        "cci",
-        "account_number",
-        "bank_account",
-    }
-)
 # Keys that name a person or an account by their shape: titular_dni, holder_name, beneficiary, cci_list...
 _PERSONAL_KEY = re.compile(
-    r"(^|_)(dnis?|ccis?|names?|surnames?|titular|holder|beneficiary|account_number|phone|email|address"
+    r"(^|_)(dnis?|ccis?|names?|surnames?|titular|holder|beneficiary|account_number|bank_account|phone|email|address"
     r"|nombres?|apellidos?|direccion|telefono|correo)(_|$)"
 )
 _NOT_PERSONAL = frozenset({"event", "logger", "logger_name", "file_name", "table_name", "program_name"})
@@ -60,7 +48,7 @@ def mask_text(text: str) -> str:
 def is_personal_key(key: str) -> bool:
     """Whether values logged under ``key`` are personal data (masked whole)."""
     k = key.lower()
-    return k in PERSONAL_KEYS or (k not in _NOT_PERSONAL and _PERSONAL_KEY.search(k) is not None)
+    return k not in _NOT_PERSONAL and _PERSONAL_KEY.search(k) is not None
 
 
 def _mask(obj: Any, key: str | None = None) -> Any:

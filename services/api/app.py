@@ -113,11 +113,12 @@ def _serve_docs_offline(app: FastAPI) -> None:
     static = importlib.resources.files("fastapi_offline") / "static"
     app.mount(_DOCS_ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
     title = f"{app.title}: API"
+    openapi_url = app.openapi_url or "/openapi.json"
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            openapi_url=openapi_url,
             title=title,
             swagger_js_url=f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
@@ -127,7 +128,7 @@ def _serve_docs_offline(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
         return get_redoc_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            openapi_url=openapi_url,
             title=title,
             redoc_js_url=f"{_DOCS_ASSETS}/redoc.standalone.js",
             redoc_favicon_url=f"{_DOCS_ASSETS}/favicon.png",

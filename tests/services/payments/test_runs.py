@@ -424,6 +424,14 @@ async def test_the_report_csv_has_one_masked_line_per_payment(world: World, tmp_
         assert (line["amount"], line["amount_decimal"], line["currency"]) == ("20000", "200.00", "PEN")
 
 
+async def _batch_reference(world: World, run_id: int, batch_no: int) -> str:
+    async with world.db.connection() as conn:
+        reference: str = await conn.fetchval(
+            "select reference from payments.batches where run_id = $1 and batch_no = $2", run_id, batch_no
+        )
+    return reference
+
+
 class _MisreportingBank:
     """The simulated bank, but one batch's first item comes back changed (by default, with an amount we never
     sent)."""
@@ -458,10 +466,7 @@ async def test_a_reference_in_other_digits_is_not_taken_for_ours(world: World) -
     await world.fund(100_000_00)
     run_id = await _create(world, batch_size=2)
     await _approve(world, run_id)
-    async with world.db.connection() as conn:
-        reference = await conn.fetchval(
-            "select reference from payments.batches where run_id = $1 and batch_no = 1", run_id
-        )
+    reference = await _batch_reference(world, run_id, 1)
     arabic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
     for change in (
         lambda item: item.model_copy(update={"reference": item.reference[:-1] + item.reference[-1].translate(arabic)}),
@@ -482,10 +487,7 @@ async def test_items_that_contradict_the_snapshot_hold_their_batch_while_the_res
     await world.fund(100_000_00)
     run_id = await _create(world, batch_size=2)
     await _approve(world, run_id)
-    async with world.db.connection() as conn:
-        reference = await conn.fetchval(
-            "select reference from payments.batches where run_id = $1 and batch_no = 2", run_id
-        )
+    reference = await _batch_reference(world, run_id, 2)
     liar = _MisreportingBank(world.bank, reference)
     with pytest.raises(RunIncident, match=r"batch\(es\) \[2\]") as err:
         await RunExecutor(world.db, cast(BankPort, liar), run_id, "maria", options=FAST).execute()
