@@ -150,6 +150,11 @@ class TransferGroups:
         self._in_flight: set[str] = set()  # keys of the groups being written
         self.stats = GroupStats()
 
+    @property
+    def waiting(self) -> int:
+        """Transfers queued and not yet taken into a group."""
+        return len(self._waiting)
+
     async def transfer(self, request: TransferRequest, key: str, actor: str) -> Transfer:
         """Create the transfer (as :meth:`ledger.engine.Ledger.transfer` with this key and actor would) and
         return it once committed; raises the same errors."""

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 
+from adapters.postgres.database import Database
 from tests.services.api.conftest import Api
 
 PROBLEM = "application/problem+json"
@@ -123,41 +127,67 @@ async def test_concurrent_duplicates_make_one_transfer(api: Api) -> None:
     assert bal["balance"]["posted"] == 7_00
 
 
-async def test_concurrent_transfers_are_written_together_and_answered_each(api: Api) -> None:
+@contextlib.asynccontextmanager
+async def _inserts_held(db: Database) -> AsyncIterator[None]:
+    """Hold every insert into ledger.transfers (reads go on) until the block ends: a group being written
+    waits, and the requests that arrive meanwhile queue behind it."""
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute("lock table ledger.transfers in exclusive mode")
+        yield
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(30):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_concurrent_transfers_are_written_together_and_answered_each(api: Api, db: Database) -> None:
     """Concurrent POSTs share groups (CCT_TRANSFER_GROUP_MAX); a refused one gets its own problem and the
     others are written, each with its caller's key and user."""
     await _chart(api)
     h = api.auth("operator")
     fund = _pay("mef:treasury", "program:JUNTOS:fund", 100_00)
-    assert (await api.client.post("/v1/transfers", json=fund, headers={**h, "Idempotency-Key": "f"})).status_code == 201
     pay = _pay("program:JUNTOS:fund", "household:000001:savings", 10_00)
     bodies = [pay] * 6 + [_pay("program:JUNTOS:fund", "household:000001:savings", 500_00)] + [pay] * 3
-    results = await asyncio.gather(
-        *(
-            api.client.post("/v1/transfers", json=b, headers={**h, "Idempotency-Key": f"g{n}"})
-            for n, b in enumerate(bodies)
-        )
-    )
+
+    def post(body: dict[str, Any], key: str) -> Awaitable[httpx.Response]:
+        return api.client.post("/v1/transfers", json=body, headers={**h, "Idempotency-Key": key})
+
+    # The funding transfer is taken first and held; the ten payments queue behind it, then go as one group.
+    async with _inserts_held(db):
+        first = asyncio.ensure_future(post(fund, "f"))  # the first transfer: it makes the process's groups
+        await _until(lambda: hasattr(api.app.state, "transfer_groups"))
+        groups = api.app.state.transfer_groups
+        stats = groups.stats
+        await _until(lambda: stats.groups == 1)
+        rest = asyncio.gather(*(post(b, f"g{n}") for n, b in enumerate(bodies)))
+        await _until(lambda: groups.waiting == len(bodies))
+    assert (await first).status_code == 201
+    results = await rest
+    assert stats.sizes == {1: 1, 10: 1}
     assert [r.status_code for r in results] == [201] * 6 + [409] + [201] * 3
     assert results[6].json()["type"] == "urn:cct-ledger:problem:insufficient-funds"
     assert len({r.json()["id"] for r in results if r.status_code == 201}) == 9
     assert {r.json()["actor"] for r in results if r.status_code == 201} == {"operator-user"}
     bal = (await api.client.get("/v1/accounts/program:JUNTOS:fund", headers=h)).json()
     assert bal["balance"]["posted"] == 10_00
-    replay = await api.client.post("/v1/transfers", json=pay, headers={**h, "Idempotency-Key": "g3"})
+    replay = await post(pay, "g3")
     assert (replay.status_code, replay.json()["id"]) == (201, results[3].json()["id"])
     assert replay.headers["Idempotent-Replayed"] == "true"
-    stats = api.app.state.transfer_groups.stats
-    assert stats.fallbacks == 1  # the group holding the refusal: each of its transfers went alone
+    assert (stats.fallbacks, stats.together) == (1, 0)  # the group holding the refusal: each went alone
 
-    # Without a refusal, concurrent requests are written together.
-    grouped = stats.grouped
+    # Without a refusal, the requests that queue together are written together.
     small = _pay("program:JUNTOS:fund", "household:000001:savings", 1_00)
-    more = await asyncio.gather(
-        *(api.client.post("/v1/transfers", json=small, headers={**h, "Idempotency-Key": f"m{n}"}) for n in range(6))
-    )
-    assert [r.status_code for r in more] == [201] * 6
-    assert stats.grouped > grouped
+    before = stats.groups
+    async with _inserts_held(db):
+        first = asyncio.ensure_future(post(small, "m0"))
+        await _until(lambda: stats.groups == before + 1)
+        more = asyncio.gather(*(post(small, f"m{n}") for n in range(1, 6)))
+        await _until(lambda: groups.waiting == 5)
+    assert [r.status_code for r in [await first, *await more]] == [201] * 6
+    assert (stats.together, stats.grouped, stats.fallbacks) == (1, 5, 1)
+    assert stats.sizes[5] == 1
     metrics = (await api.client.get("/metrics")).text
     assert 'cct_ledger_transfer_group_size_count{together="true"}' in metrics
 
