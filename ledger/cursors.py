@@ -2,8 +2,8 @@
 
 A cursor is ``base64url("<kind>:<position>")`` without padding; the kind says which list made it (``v1``
 accounts, ``s1.<account id>`` one account's statement, ``c1`` closed periods, ``p1`` programs, ``h1``
-households, ``r1`` payment runs), so a cursor of one list is refused by another instead of being read as a
-position in it. Anything else is :class:`InvalidCursor`
+households, ``r1`` payment runs, ``x1`` reveals of personal data), so a cursor of one list is refused by
+another instead of being read as a position in it. Anything else is :class:`InvalidCursor`
 (``invalid-cursor``, 422), whichever list it was given to.
 """
 

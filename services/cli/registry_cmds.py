@@ -215,15 +215,22 @@ async def compliance_import(
 @command
 async def households_show(
     household_id: str = typer.Argument(..., help="Household id."),
-    reveal: bool = typer.Option(False, "--reveal", help="Show the DNI and CCI unmasked."),
+    reveal: bool = typer.Option(
+        False, "--reveal", help="Show the DNI and CCI unmasked (recorded: see `households reveals`)."
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="Why they are needed; recorded with the reveal."),
+    user: str | None = USER_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """A household with every version of it and its recent compliance records (DNI and CCI masked).
+    """A household with every version of it, its recent compliance records and its payments (DNI and CCI
+    masked; --reveal shows them and records who, when and why).
 
-    Example: cct-ledger households show HH00000001 --reveal
+    Example: cct-ledger households show HH00000001 --reveal --reason "claim 2026-114" --user maria
     """
     async with database() as db, db.connection() as conn:
-        data = await service.get_household(conn, household_id, reveal=reveal, actor=actor(None))
+        data = await service.get_household(
+            conn, household_id, reveal=reveal, actor=actor(user), channel="cli", reason=reason
+        )
     if as_json:
         print_json(data)
         return
@@ -334,5 +341,41 @@ async def households_list(
                 for h in items
             ],
         )
+    )
+    print_more(next_cursor)
+
+
+@households.command("reveals")
+@command
+async def households_reveals(
+    household_id: str | None = typer.Option(None, "--household", help="Only this household."),
+    who: str | None = typer.Option(None, "--actor", help="Only this user."),
+    limit: int = typer.Option(50, min=1, max=1000),
+    cursor: str | None = CURSOR_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Who was shown a household's DNI and CCI unmasked (`show --reveal`, the API's reveal=true): when,
+    through what and why, newest first, paginated.
+
+    Example: cct-ledger households reveals --household HH00000001
+    """
+    async with database() as db, db.connection() as conn:
+        items, next_cursor = await service.list_reveals(
+            conn, limit=limit, cursor=cursor, household_id=household_id, actor=who
+        )
+    if as_json:
+        print_page(items, next_cursor)
+        return
+    console.print(
+        table(
+            None,
+            ["#", "at", "household", "who", "via", "reason"],
+            [
+                (r["id"], r["revealed_at"][:19], r["household_id"], r["actor"], r["channel"], r["reason"] or "")
+                for r in items
+            ],
+        )
+        if items
+        else "[dim]no reveals[/]"
     )
     print_more(next_cursor)

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from services.api.deps import Conn, Paging, Reader, UoW, Writer, page
+from services.api.deps import Auditor, Conn, Paging, Reader, UoW, Writer, page
 from services.auth.service import Role
 from services.registry import service
 from services.registry.errors import InvalidImportFile
 from services.registry.padron import CsvSource
-from services.registry.schemas import HouseholdDetailOut, HouseholdOut, ImportOut
+from services.registry.schemas import HouseholdDetailOut, HouseholdOut, ImportOut, RevealOut
 
 router = APIRouter(prefix="/v1", tags=["registry"])
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
@@ -64,12 +64,30 @@ async def get_household(
     who: Reader,
     conn: Conn,
     reveal: Annotated[bool, Query(description="Show DNI and CCI unmasked (operators and admins).")] = False,
+    reason: Annotated[str | None, Query(description="Why they are needed; recorded with the reveal.")] = None,
 ) -> dict[str, Any]:
-    """The household, every version of it, and its recent compliance records. The titular's DNI and the CCI
-    are masked unless `reveal=true`, which needs the operator or admin role."""
+    """The household, every version of it, its recent compliance records and its payments. The titular's DNI
+    and the CCI are masked unless `reveal=true`, which needs the operator or admin role; every reveal is
+    recorded first (who, when, `reason`) and listed by `GET /v1/audit/reveals`."""
     if reveal:
         who.require(Role.OPERATOR)
-    return await service.get_household(conn, household_id, reveal=reveal, actor=who.name)
+    return await service.get_household(conn, household_id, reveal=reveal, actor=who.name, channel="api", reason=reason)
+
+
+@router.get("/audit/reveals", response_model=dict[str, Any], summary="Who was shown personal data")
+async def list_reveals(
+    who: Auditor,
+    conn: Conn,
+    pagination: Paging,
+    household_id: Annotated[str | None, Query(description="Only this household.")] = None,
+    actor: Annotated[str | None, Query(description="Only this user.")] = None,
+) -> dict[str, Any]:
+    """Every time a household's DNI and CCI were shown unmasked (`reveal=true`, `households show --reveal`):
+    who, when, through what, why. Newest first, paginated; auditors and admins."""
+    items, cursor = await service.list_reveals(
+        conn, limit=pagination.limit, cursor=pagination.cursor, household_id=household_id, actor=actor
+    )
+    return page([RevealOut(**r).model_dump() for r in items], cursor)
 
 
 @router.post(

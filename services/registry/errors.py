@@ -52,3 +52,10 @@ class InvalidFilter(RegistryError):
 
     type = "invalid-filter"
     title = "Invalid filter"
+
+
+class InvalidRevealReason(RegistryError):
+    """The reason given for revealing a household's personal data is blank or too long."""
+
+    type = "invalid-reveal-reason"
+    title = "Invalid reason for a reveal"

@@ -315,3 +315,32 @@ async def list_households(
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def record_reveal(conn: Connection, household_id: str, actor: str, channel: str, reason: str | None) -> int:
+    """Record that ``actor`` was shown the household's DNI and CCI whole; returns the record's id."""
+    rid = await conn.fetchval(
+        """insert into registry.reveals (household_id, actor, channel, reason) values ($1, $2, $3, $4)
+           returning id""",
+        household_id,
+        actor,
+        channel,
+        reason,
+    )
+    return int(rid)
+
+
+async def list_reveals(
+    conn: Connection, *, before: int | None, limit: int, household_id: str | None, actor: str | None
+) -> list[dict[str, Any]]:
+    """Reveals newest first, before the id ``before``, filtered; fetches ``limit`` rows."""
+    rows = await conn.fetch(
+        """select id, household_id, actor, channel, reason, revealed_at from registry.reveals
+            where id < $1 and ($2::text is null or household_id = $2) and ($3::text is null or actor = $3)
+            order by id desc limit $4""",
+        before if before is not None else 2**63 - 1,
+        household_id,
+        actor,
+        limit,
+    )
+    return [dict(r) for r in rows]

@@ -95,3 +95,14 @@ class ImportOut(BaseModel):
     previous_import: int | None = Field(description="An earlier import of a file with the same bytes.")
     errors: list[RowErrorOut] = Field(description="Rejected rows (skip_invalid=true), at most 1,000.")
     errors_total: int
+
+
+class RevealOut(BaseModel):
+    """One disclosure of a household's DNI and CCI unmasked."""
+
+    id: int
+    household_id: str
+    actor: str = Field(description="Who was shown them: the token's user, or the CLI's user.")
+    channel: str = Field(description="api or cli.")
+    reason: str | None = Field(description="Why, as the caller said (optional).")
+    revealed_at: str

@@ -15,7 +15,7 @@ from ledger.db import Connection
 from services.logs import mask_value
 from services.payments import repository as payments_repository
 from services.registry import repository
-from services.registry.errors import HouseholdNotFound, InvalidFilter
+from services.registry.errors import HouseholdNotFound, InvalidFilter, InvalidRevealReason
 from services.registry.imports import ImportReport, Progress, import_compliance, import_households
 from services.registry.padron import STATUSES
 
@@ -31,8 +31,12 @@ __all__ = [
     "import_compliance",
     "import_households",
     "list_households",
+    "list_reveals",
     "mask_household",
 ]
+
+REASON_MAX = 500
+"""The most characters of a reveal's reason."""
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -55,15 +59,26 @@ def household_out(row: dict[str, Any], *, reveal: bool = False) -> dict[str, Any
 
 
 async def get_household(
-    conn: Connection, household_id: str, *, reveal: bool = False, actor: str = ""
+    conn: Connection,
+    household_id: str,
+    *,
+    reveal: bool = False,
+    actor: str = "",
+    channel: str = "api",
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """A household with its history (every version) and its recent compliance records.
+    """A household with its history (every version), its recent compliance records and its payments.
 
-    With ``reveal`` the DNI and CCI are shown whole, and who asked is logged (``household.revealed``).
+    With ``reveal`` the DNI and CCI are shown whole: who asked (``actor``), through what (``channel``: api or
+    cli) and why (``reason``, optional) is first recorded in ``registry.reveals`` (committed before the data
+    is returned: no record, no data) and logged (``household.revealed``).
 
     Raises:
         HouseholdNotFound: no such household.
+        InvalidRevealReason: a reason that is blank or longer than 500 characters.
     """
+    if reveal:
+        reason = _checked_reason(reason)
     row = await repository.get_household(conn, household_id)
     if row is None:
         hint = ""
@@ -72,8 +87,9 @@ async def get_household(
                 hint = f"; did you mean {other!r}? (ids are exact: case matters)"
         raise HouseholdNotFound(f"household {household_id!r} is not in the registry{hint}", household_id=household_id)
     if reveal:
+        reveal_id = await repository.record_reveal(conn, household_id, actor, channel, reason)
         # A warning, so that it is written at every log level (the command line's default is WARNING).
-        log.warning("household.revealed", household=household_id, actor=actor)
+        log.warning("household.revealed", household=household_id, actor=actor, channel=channel, reveal_id=reveal_id)
     history = []
     for h in await repository.household_history(conn, household_id):
         data = {k: v for k, v in h.items() if k not in ("version", "import_id", "changed_at")}
@@ -128,3 +144,38 @@ async def list_households(
     )
     page = [household_out(r) for r in found[:limit]]
     return page, (encode_cursor(found[limit - 1]["household_id"]) if len(found) > limit else None)
+
+
+def _checked_reason(reason: str | None) -> str | None:
+    if reason is None:
+        return None
+    text = reason.strip()
+    if not text:
+        raise InvalidRevealReason(
+            "the reason is blank: say why the personal data is needed, or leave it out", field="reason"
+        )
+    if len(text) > REASON_MAX:
+        raise InvalidRevealReason(
+            f"the reason is {len(text)} characters; at most {REASON_MAX}", field="reason", length=len(text)
+        )
+    return text
+
+
+async def list_reveals(
+    conn: Connection,
+    *,
+    limit: int = 100,
+    cursor: str | None = None,
+    household_id: str | None = None,
+    actor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Who was shown which household's DNI and CCI whole, newest first, filtered, paginated; returns (page,
+    next cursor or None).
+
+    Raises:
+        InvalidCursor.
+    """
+    before = cursors.decode_int(cursor, "x1") if cursor else None
+    found = await repository.list_reveals(conn, before=before, limit=limit + 1, household_id=household_id, actor=actor)
+    page = [{**r, "revealed_at": r["revealed_at"].isoformat()} for r in found[:limit]]
+    return page, (cursors.encode_cursor("x1", found[limit - 1]["id"]) if len(found) > limit else None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncpg
+import pytest
 from structlog.testing import capture_logs
 
 from tests.services.registry.conftest import BN_CCI, Api, csv_text, dni, row
@@ -43,6 +45,62 @@ async def test_import_list_and_show_households(api: Api) -> None:
     assert (refused.status_code, refused.json()["type"]) == (403, "urn:cct-ledger:problem:forbidden")
     missing = await api.client.get("/v1/households/NOPE", headers=api.auth("auditor"))
     assert (missing.status_code, missing.json()["type"]) == (404, "urn:cct-ledger:problem:household-not-found")
+
+
+async def test_every_reveal_is_recorded_and_listed_for_auditors(api: Api) -> None:
+    text = csv_text([row(f"H{i}", dni(i)) for i in range(1, 4)])
+    imported = await api.client.post("/v1/households/imports", content=text, headers={**api.auth("operator"), **CSV})
+    assert imported.status_code == 200, imported.text
+    for hid, reason in (("H1", "claim 2026-114"), ("H2", None), ("H1", "  bank asked for the CCI  ")):
+        query = "reveal=true" + (f"&reason={reason}" if reason else "")
+        assert (await api.client.get(f"/v1/households/{hid}?{query}", headers=api.auth("operator"))).status_code == 200
+    assert (await api.client.get("/v1/households/H3", headers=api.auth("operator"))).status_code == 200  # masked
+    assert (await api.client.get("/v1/households/H1?reveal=true", headers=api.auth("admin"))).status_code == 200
+
+    listed = await api.client.get("/v1/audit/reveals", headers=api.auth("auditor"))
+    assert listed.status_code == 200, listed.text
+    rows = [(r["household_id"], r["actor"], r["channel"], r["reason"]) for r in listed.json()["data"]]
+    assert rows == [  # newest first; the masked read of H3 is not a reveal
+        ("H1", "admin-user", "api", None),
+        ("H1", "operator-user", "api", "bank asked for the CCI"),
+        ("H2", "operator-user", "api", None),
+        ("H1", "operator-user", "api", "claim 2026-114"),
+    ]
+    first = await api.client.get("/v1/audit/reveals?household_id=H1&limit=2", headers=api.auth("admin"))
+    assert [r["actor"] for r in first.json()["data"]] == ["admin-user", "operator-user"]
+    rest = await api.client.get(
+        f"/v1/audit/reveals?household_id=H1&limit=2&cursor={first.json()['next_cursor']}", headers=api.auth("admin")
+    )
+    assert ([r["reason"] for r in rest.json()["data"]], rest.json()["has_more"]) == (["claim 2026-114"], False)
+    by_admin = await api.client.get("/v1/audit/reveals?actor=admin-user", headers=api.auth("auditor"))
+    assert [r["household_id"] for r in by_admin.json()["data"]] == ["H1"]
+
+    # Only auditors and admins read the record; a bad reason or an unknown household records nothing.
+    for role in ("operator", "approver"):
+        refused = await api.client.get("/v1/audit/reveals", headers=api.auth(role))
+        assert (refused.status_code, refused.json()["type"]) == (403, "urn:cct-ledger:problem:forbidden")
+    for query, status, kind in (
+        ("reason=%20%20", 422, "invalid-reveal-reason"),
+        ("reason=" + "x" * 501, 422, "invalid-reveal-reason"),
+    ):
+        bad = await api.client.get(f"/v1/households/H2?reveal=true&{query}", headers=api.auth("operator"))
+        assert (bad.status_code, bad.json()["type"]) == (status, f"urn:cct-ledger:problem:{kind}")
+        assert bad.json()["field"] == "reason"
+    unknown = await api.client.get("/v1/households/NOPE?reveal=true", headers=api.auth("operator"))
+    assert unknown.status_code == 404
+    wrong = await api.client.get("/v1/audit/reveals?cursor=aDE6SDE", headers=api.auth("auditor"))  # a households cursor
+    assert (wrong.status_code, wrong.json()["type"]) == (422, "urn:cct-ledger:problem:invalid-cursor")
+    after = await api.client.get("/v1/audit/reveals", headers=api.auth("auditor"))
+    assert len(after.json()["data"]) == 4
+    async with api.app.state.database.connection() as conn:  # the record cannot be edited or erased
+        for sql in (
+            "update registry.reveals set reason = 'x'",
+            "delete from registry.reveals",
+            "truncate registry.reveals",
+        ):
+            with pytest.raises(asyncpg.PostgresError, match="append-only"):
+                await conn.execute(sql)
+        assert await conn.fetchval("select count(*) from registry.reveals") == 4
 
 
 async def test_a_refused_import_lists_every_bad_row(api: Api) -> None:

@@ -27,8 +27,18 @@ def test_import_show_list_and_compliance(cli: Cli, tmp_path: Path) -> None:
     shown = cli("households", "show", "H1")
     assert "******01" in shown.stdout
     assert dni(1) not in shown.stdout
-    revealed = cli("households", "show", "H1", "--reveal", "--json")
+    revealed = cli("households", "show", "H1", "--reveal", "--reason", "claim 114", "--user", "maria", "--json")
     assert json.loads(revealed.stdout)["titular_dni"] == dni(1)
+    reveals = json.loads(cli("households", "reveals", "--json").stdout)["data"]
+    assert [(r["household_id"], r["actor"], r["channel"], r["reason"]) for r in reveals] == [
+        ("H1", "maria", "cli", "claim 114")
+    ]
+    assert "claim 114" in cli("households", "reveals", "--household", "H1").stdout
+    assert "no reveals" in cli("households", "reveals", "--actor", "nobody").stdout
+    blank = cli("households", "show", "H2", "--reveal", "--reason", " ")
+    assert (blank.exit_code, dni(2) in blank.output) == (1, False)
+    assert "the reason is blank" in blank.stderr
+    assert len(json.loads(cli("households", "reveals", "--json").stdout)["data"]) == 1
     listed = cli("households", "list", "--status", "active", "--limit", "1", "--json")
     page = json.loads(listed.stdout)
     assert [h["household_id"] for h in page["data"]] == ["H1"]
