@@ -5,6 +5,16 @@ from __future__ import annotations
 from ledger.errors import AppError, ErrorKind
 
 
+def show_hint(run_id: int) -> str:
+    """Where to look at a run, for the CLI's and the API's users alike."""
+    return f"`cct-ledger runs show {run_id}` (GET /v1/payment-runs/{run_id})"
+
+
+def resume_hint(run_id: int) -> str:
+    """How to continue a run's execution."""
+    return f"`cct-ledger runs resume {run_id}` (POST /v1/payment-runs/{run_id}/execute)"
+
+
 class PaymentError(AppError):
     type = "payment-error"
     title = "Payment run error"

@@ -43,7 +43,15 @@ from ledger.models import NormalBalance
 from services.collector import batch_collector
 from services.db import DatabasePort
 from services.payments import repository as repo
-from services.payments.errors import RunBusy, RunIncident, RunNotApproved, RunNotFunded, RunStateError
+from services.payments.errors import (
+    RunBusy,
+    RunIncident,
+    RunNotApproved,
+    RunNotFunded,
+    RunStateError,
+    resume_hint,
+    show_hint,
+)
 from services.payments.programs_link import program_context
 from services.ports.bank import (
     BankAmbiguousError,
@@ -212,8 +220,8 @@ class RunExecutor:
             run = await repo.lock_run(conn, self.run_id)
             if run["status"] == "created":
                 raise RunNotApproved(
-                    f"run {self.run_id} is not approved yet; an approver must run "
-                    f"`cct-ledger runs approve {self.run_id}`",
+                    f"run {self.run_id} is not approved yet; an approver must approve it "
+                    f"(`cct-ledger runs approve {self.run_id}`, POST /v1/payment-runs/{self.run_id}/approve)",
                     run=self.run_id,
                 )
             if run["status"] == "approved":
@@ -296,7 +304,7 @@ class RunExecutor:
         if todo:
             raise RunStateError(
                 f"run {self.run_id}: {len(todo)} batch(es) could not be submitted (the bank is unavailable or the "
-                f"outcome is unknown); nothing is lost: run `cct-ledger runs resume {self.run_id}` later",
+                f"outcome is unknown); nothing is lost: resume it later with {resume_hint(self.run_id)}",
                 run=self.run_id,
                 batches=todo[:20],
             )
@@ -330,8 +338,7 @@ class RunExecutor:
                 )
             raise RunIncident(
                 f"run {self.run_id} batch {batch_no}: the bank refused the batch ({e.detail}); see "
-                f"`cct-ledger runs show "
-                f"{self.run_id}`",
+                f"{show_hint(self.run_id)}",
                 run=self.run_id,
             ) from e
         async with self.db.unit_of_work() as conn:
@@ -397,8 +404,8 @@ class RunExecutor:
                         raise RunIncident(
                             f"run {self.run_id}: the bank's items of batch(es) {sorted(self._mismatched)[:20]} do "
                             "not match the payments sent (recorded as incidents); they stay open, everything "
-                            f"else is settled: see `cct-ledger runs show {self.run_id}`; once the bank corrects "
-                            f"its report, `cct-ledger runs resume {self.run_id}` settles them",
+                            f"else is settled: see {show_hint(self.run_id)}; once the bank corrects "
+                            f"its report, {resume_hint(self.run_id)} settles them",
                             run=self.run_id,
                             batches=sorted(self._mismatched)[:20],
                         )
@@ -438,8 +445,8 @@ class RunExecutor:
                 continue
             if time.monotonic() > deadline:
                 raise RunStateError(
-                    f"run {self.run_id}: {len(pending)} batch(es) not settled by the bank yet; run "
-                    f"`cct-ledger runs resume {self.run_id}` later",
+                    f"run {self.run_id}: {len(pending)} batch(es) not settled by the bank yet; resume it "
+                    f"later with {resume_hint(self.run_id)}",
                     run=self.run_id,
                 )
             if last_round:
@@ -553,8 +560,8 @@ class RunExecutor:
                 if result.transfer_ids != transfer_ids:  # the same key was written before, by other ids
                     raise RunIncident(
                         f"run {self.run_id}: the ledger already holds credits under the key of batches "
-                        f"{numbers[0]}-{numbers[-1]} for other payments; nothing of this group was applied. Run "
-                        f"`cct-ledger runs resume {self.run_id}`; if this error comes back, report it with the run",
+                        f"{numbers[0]}-{numbers[-1]} for other payments; nothing of this group was applied. Resume "
+                        f"with {resume_hint(self.run_id)}; if this error comes back, report it with the run",
                         run=self.run_id,
                     )
             # Last, the holds: they lock the program's fund and in-transit accounts (hot, shared by every

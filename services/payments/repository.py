@@ -43,17 +43,23 @@ def batch_key(run_id: int, batch_no: int) -> str:
     return f"run:{run_id}:batch:{batch_no}"
 
 
+def _run_not_found(run_id: int) -> RunNotFound:
+    return RunNotFound(
+        f"payment run {run_id} not found; list runs with `cct-ledger runs list` (GET /v1/payment-runs)", run=run_id
+    )
+
+
 async def get_run(conn: Connection, run_id: int) -> dict[str, Any]:
     row = await conn.fetchrow(f"select {RUN_COLUMNS} from payments.runs where id = $1", run_id)
     if row is None:
-        raise RunNotFound(f"payment run {run_id} not found; list runs with `cct-ledger runs list`", run=run_id)
+        raise _run_not_found(run_id)
     return dict(row)
 
 
 async def lock_run(conn: Connection, run_id: int) -> dict[str, Any]:
     row = await conn.fetchrow(f"select {RUN_COLUMNS} from payments.runs where id = $1 for update", run_id)
     if row is None:
-        raise RunNotFound(f"payment run {run_id} not found; list runs with `cct-ledger runs list`", run=run_id)
+        raise _run_not_found(run_id)
     return dict(row)
 
 

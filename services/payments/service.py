@@ -20,7 +20,7 @@ from ledger.db import Connection
 from ledger.engine import Ledger
 from ledger.money import format_minor
 from services.payments import repository as repo
-from services.payments.errors import MakerChecker, RunExists, RunNotFunded, RunStateError
+from services.payments.errors import MakerChecker, RunExists, RunNotFunded, RunStateError, show_hint
 from services.payments.programs_link import ProgramContext, program_context
 
 log = structlog.get_logger(__name__)
@@ -57,7 +57,7 @@ async def create_run(
     )
     if existing is not None:
         raise RunExists(
-            f"{ctx.program} already has run {existing} for {ctx.period}; see `cct-ledger runs show {existing}`",
+            f"{ctx.program} already has run {existing} for {ctx.period}; see {show_hint(existing)}",
             run=existing,
         )
     run_id: int = await conn.fetchval(
@@ -107,7 +107,8 @@ async def create_run(
         warnings = (
             f"no compliance verification has been imported for {ctx.program} {ctx.period}: every household counts "
             f"as compliant; if the program's conditions apply, import the verification first (`cct-ledger "
-            f"compliance import --program {ctx.program} --period {ctx.period} FILE`) and create the run after it",
+            f"compliance import --program {ctx.program} --period {ctx.period} FILE`, or POST "
+            f"/v1/programs/{ctx.program}/periods/{ctx.period}/compliance) and create the run after it",
         )
         log.warning("run.created_without_compliance", run=run_id, program=ctx.program, period=ctx.period)
     await repo.event(
@@ -142,7 +143,8 @@ async def approve_run(conn: Connection, run_id: int, actor: str) -> dict[str, An
         raise RunNotFunded(
             f"run {run_id} pays {format_minor(run['payments_total'], run['currency'])} but {ctx.fund_account} has "
             f"{format_minor(fund.available, run['currency'])} available; record an appropriation first "
-            f"(`cct-ledger programs fund {run['program']} --amount ... --reference ...`)",
+            f"(`cct-ledger programs fund {run['program']} --amount ... --reference ...`, or POST "
+            f"/v1/programs/{run['program']}/appropriations)",
             run=run_id,
             needed=run["payments_total"],
             available=fund.available,
