@@ -50,10 +50,12 @@ def settings() -> Settings:
 
 
 def actor(user: str | None) -> str:
-    """The acting user: ``--user``, else ``$CCT_USER``, else the login name."""
-    if user:
-        return user
-    env = os.environ.get("CCT_USER")
+    """The acting user: ``--user``, else ``$CCT_USER``, else the login name (surrounding spaces dropped)."""
+    if user is not None:
+        if not user.strip():
+            raise typer.BadParameter("--user is blank: give the name of who is acting (it is recorded)")
+        return user.strip()
+    env = os.environ.get("CCT_USER", "").strip()
     if env:
         return env
     try:
@@ -64,9 +66,9 @@ def actor(user: str | None) -> str:
 
 def require_user(user: str | None, command: str) -> str:
     """``--user`` is required for maker-checker steps; say so clearly when it is missing."""
-    if not user:
+    if not user or not user.strip():
         raise typer.BadParameter(f"--user NAME is required for `{command}` (it is recorded as who did it)")
-    return user
+    return user.strip()
 
 
 @asynccontextmanager

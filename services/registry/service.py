@@ -5,6 +5,7 @@ Functions never commit: run writes in a unit of work (``Database.unit_of_work()`
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from typing import Any
 
@@ -154,6 +155,12 @@ def _checked_reason(reason: str | None) -> str | None:
         raise InvalidRevealReason(
             "the reason is blank: say why the personal data is needed, or leave it out", field="reason"
         )
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        raise InvalidRevealReason(
+            "the reason holds control or invisible characters; write it as plain text", field="reason"
+        )
+    if not any(c.isalnum() for c in text):
+        raise InvalidRevealReason("the reason has no letters or digits: say why the data is needed", field="reason")
     if len(text) > REASON_MAX:
         raise InvalidRevealReason(
             f"the reason is {len(text)} characters; at most {REASON_MAX}", field="reason", length=len(text)

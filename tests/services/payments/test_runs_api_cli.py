@@ -117,6 +117,10 @@ async def test_runs_from_the_command_line(world: World, cli_env: dict[str, str])
     )
     assert missing_user.exit_code == 2
     assert "--user NAME is required" in missing_user.output
+    blank_user = await loop.run_in_executor(
+        None, run, ["runs", "create", "--program", "JUNTOS", "--period", "2026-B5", "--user", "  "]
+    )
+    assert (blank_user.exit_code, "--user NAME is required" in blank_user.output) == (2, True)
     created = await loop.run_in_executor(
         None, run, ["runs", "create", "--program", "JUNTOS", "--period", "2026-B5", "--user", "maria", "--json"]
     )

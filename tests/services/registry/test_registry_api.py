@@ -82,6 +82,9 @@ async def test_every_reveal_is_recorded_and_listed_for_auditors(api: Api) -> Non
     for query, status, kind in (
         ("reason=%20%20", 422, "invalid-reveal-reason"),
         ("reason=" + "x" * 501, 422, "invalid-reveal-reason"),
+        ("reason=a%00b", 422, "invalid-reveal-reason"),
+        ("reason=%E2%80%8B", 422, "invalid-reveal-reason"),
+        ("reason=...", 422, "invalid-reveal-reason"),
     ):
         bad = await api.client.get(f"/v1/households/H2?reveal=true&{query}", headers=api.auth("operator"))
         assert (bad.status_code, bad.json()["type"]) == (status, f"urn:cct-ledger:problem:{kind}")

@@ -38,6 +38,8 @@ def test_import_show_list_and_compliance(cli: Cli, tmp_path: Path) -> None:
     blank = cli("households", "show", "H2", "--reveal", "--reason", " ")
     assert (blank.exit_code, dni(2) in blank.output) == (1, False)
     assert "the reason is blank" in blank.stderr
+    nobody = cli("households", "show", "H2", "--reveal", "--user", " ")
+    assert (nobody.exit_code, "--user is blank" in nobody.output, dni(2) in nobody.output) == (2, True, False)
     assert len(json.loads(cli("households", "reveals", "--json").stdout)["data"]) == 1
     listed = cli("households", "list", "--status", "active", "--limit", "1", "--json")
     page = json.loads(listed.stdout)
