@@ -15,12 +15,18 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import structlog
+from hypothesis import settings
 
 from adapters.postgres import migrate
 from adapters.postgres.database import Database, asyncpg_dsn
 from adapters.postgres.embedded import EmbeddedPostgres
 
 TEMPLATE = "cct_test_template"
+
+# Property tests judge results, not speed: Hypothesis's per-example deadline (200 ms) would fail a test when
+# a loaded machine stalls one example. Failing examples are printed to be replayed (@reproduce_failure).
+settings.register_profile("cct", deadline=None, print_blob=True)
+settings.load_profile("cct")
 _counter = itertools.count(1)
 
 

@@ -183,9 +183,11 @@ async def test_reversing_a_partly_posted_hold_reverses_what_it_moved(ledger: Led
 
 async def test_expired_hold_cannot_be_posted_and_the_sweep_voids_it(ledger: Ledger, conn: asyncpg.Connection) -> None:
     await ledger.transfer(pay(TREASURY, FUND, 300_00), "fund")
-    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    # The database's clock decides expiry: a second from its now, then wait until its clock has passed it.
+    soon = await conn.fetchval("select clock_timestamp()") + timedelta(seconds=1)
     hold = await ledger.transfer(pay(FUND, HH1, 200_00, pending=True, expires_at=soon), "hold")
-    await asyncio.sleep(0.4)
+    while await conn.fetchval("select clock_timestamp() <= $1", soon):
+        await asyncio.sleep(0.05)
     with pytest.raises(TransferExpired):
         await ledger.post(hold.id, "late-post")
     async with conn.transaction():

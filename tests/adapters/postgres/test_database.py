@@ -42,7 +42,8 @@ async def test_session_releases_advisory_locks(db: Database, db_url: str) -> Non
     assert await _lock_is_free(db_url, 1)
     # the one pooled connection is reused, with its lock gone
     async with db.connection() as conn:
-        assert await conn.fetchval("select count(*) from pg_locks where locktype = 'advisory'") == 0
+        held = "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()"
+        assert await conn.fetchval(held) == 0
 
 
 async def test_cancelled_session_does_not_return_a_locked_connection(db: Database, db_url: str) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,19 +14,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from adapters.postgres.database import Database
 from services.auth.service import create_token
+from tests.servers import child_server
 
 MAX_EXAMPLES = 12
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def server(db_url: str) -> Iterator[str]:
-    port = _free_port()
+def server(db_url: str, tmp_path: Path) -> Iterator[str]:
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
@@ -36,8 +28,9 @@ def server(db_url: str) -> Iterator[str]:
         "CCT_EXPIRY_SWEEP_INTERVAL_SECONDS": "0",
         "CCT_LOG_LEVEL": "WARNING",
     }
-    proc = subprocess.Popen(
-        [
+
+    def command(port: int) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "uvicorn",
@@ -47,27 +40,10 @@ def server(db_url: str) -> Iterator[str]:
             str(port),
             "--log-level",
             "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.1)
+        ]
+
+    with child_server(command, "/healthz", tmp_path / "server.log", env=env) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def test_no_input_makes_a_server_error(server: str, db: Database) -> None:

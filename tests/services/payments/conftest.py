@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from adapters.bank.client import BankClient
@@ -108,11 +109,13 @@ class World:
             )
 
 
-_sim_seeds = itertools.count(11)
+def seed_for(request: pytest.FixtureRequest) -> int:
+    """The simulated bank's seed for this test: from its id, so it does not depend on which tests ran before."""
+    return zlib.crc32(request.node.nodeid.encode())
 
 
-async def make_world(db: Database, faults: str = "none") -> tuple[World, Any]:
-    app = create_app(seed=next(_sim_seeds), faults=faults)
+async def make_world(db: Database, seed: int, faults: str = "none") -> tuple[World, Any]:
+    app = create_app(seed=seed, faults=faults)
     bank, control = connect(app, sleep=_instant, max_attempts=8)
     async with db.unit_of_work() as conn:
         await programs.load_programs(conn, catalog.read_programs_file(), actor="setup")
@@ -120,8 +123,8 @@ async def make_world(db: Database, faults: str = "none") -> tuple[World, Any]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def world(db: Database) -> AsyncIterator[World]:
-    w, app = await make_world(db)
+async def world(db: Database, request: pytest.FixtureRequest) -> AsyncIterator[World]:
+    w, app = await make_world(db, seed_for(request))
     try:
         yield w
     finally:

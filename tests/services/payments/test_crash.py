@@ -12,7 +12,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from adapters.postgres.database import Database
 from ledger import audit
 from ledger.engine import Ledger
 from services.payments import service
+from tests.servers import child_server
 from tests.services.payments.conftest import World
 
 KILLS = int(os.environ.get("CCT_CRASH_KILLS", "12"))
@@ -36,17 +36,10 @@ FUND = "program:JUNTOS:fund"
 TRANSIT = "program:JUNTOS:in-transit"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def bank_process(tmp_path: Path) -> Iterator[str]:
-    port = _port()
-    proc = subprocess.Popen(
-        [
+    def command(port: int) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "services.cli.main",
@@ -61,27 +54,11 @@ def bank_process(tmp_path: Path) -> Iterator[str]:
             str(tmp_path / "bank"),
             "--api-key",
             "crash-test",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/sim/clock", timeout=1, headers={"Authorization": "Bearer crash-test"})
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"bank simulator did not start: {proc.stderr.read() if proc.stderr else ''}"
-                ) from None
-            time.sleep(0.1)
-    try:
+        ]
+
+    auth = {"Authorization": "Bearer crash-test"}
+    with child_server(command, "/sim/clock", tmp_path / "bank-sim.log", headers=auth) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _execute_cmd(run_id: int) -> list[str]:

@@ -26,7 +26,7 @@ from services.payments.errors import (
 from services.payments.execute import ExecuteOptions, RunExecutor
 from services.ports.bank import BankPort, BatchStatus
 from services.registry.service import get_household
-from tests.services.payments.conftest import World, make_world
+from tests.services.payments.conftest import World, make_world, seed_for
 
 FUND = "program:JUNTOS:fund"
 TRANSIT = "program:JUNTOS:in-transit"
@@ -345,8 +345,8 @@ async def test_bad_steps_are_refused_with_clear_errors(world: World) -> None:
 
 
 @pytest.mark.parametrize("faults", ["flaky", "hostile"])
-async def test_runs_survive_bank_faults(db: Database, faults: str) -> None:
-    world, app = await make_world(db, faults)
+async def test_runs_survive_bank_faults(db: Database, faults: str, request: pytest.FixtureRequest) -> None:
+    world, app = await make_world(db, seed_for(request), faults)
     try:
         await world.register(40)
         await world.fund(1_000_000_00)
