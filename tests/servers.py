@@ -54,7 +54,11 @@ def child_server(
                 yield base
             finally:
                 proc.terminate()
-                proc.wait(timeout=10)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             return
         proc.kill()
         proc.wait()

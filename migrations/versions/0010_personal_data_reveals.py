@@ -48,4 +48,19 @@ create trigger reveals_no_truncate before truncate on registry.reveals
 
 
 def downgrade() -> None:
-    execute_script("drop table registry.reveals")
+    # The record of who saw personal data is not thrown away by a schema change: with rows in it, the
+    # downgrade stops and says so (export them, then empty the table as its owner, deliberately).
+    execute_script(
+        """
+do $$
+declare
+    n bigint := (select count(*) from registry.reveals);
+begin
+    if n > 0 then
+        raise exception 'registry.reveals holds % record(s) of who saw personal data; this downgrade would erase '
+            'them: export them first, then drop the table yourself if that is what you want', n;
+    end if;
+end $$;
+drop table registry.reveals;
+"""
+    )

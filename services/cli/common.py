@@ -14,7 +14,9 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from adapters.postgres import migrate
 from adapters.postgres.bootstrap import resolve_database_url
@@ -96,19 +98,22 @@ def command(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
             hint = _hint(e)
             if kwargs.get("as_json"):  # a script asked for JSON: the error is JSON too (and the exit status 1)
                 print_json({**e.extra, "error": e.type, "title": e.title, "detail": e.detail, "hint": hint or None})
-            err.print(f"[bold red]error:[/] {e.detail}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(e.detail)}", highlight=False)
             if hint:
-                err.print(f"[dim]hint:[/] {hint}", highlight=False)
+                err.print(f"[dim]hint:[/] {escape(hint)}", highlight=False)
             raise typer.Exit(1) from None
         except EmbeddedPostgresError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(1) from None
         except OSError as e:
             if e.filename is not None and not isinstance(e, ConnectionError):  # a file of the command's, not the server
-                err.print(f"[bold red]error:[/] cannot use {e.filename}: {e.strerror or e}", highlight=False)
+                err.print(
+                    f"[bold red]error:[/] cannot use {escape(str(e.filename))}: {escape(str(e.strerror or e))}",
+                    highlight=False,
+                )
                 err.print("[dim]hint:[/] check that the path exists and that you may read or write it")
                 raise typer.Exit(1) from None
-            err.print(f"[bold red]error:[/] cannot reach the database: {e}", highlight=False)
+            err.print(f"[bold red]error:[/] cannot reach the database: {escape(str(e))}", highlight=False)
             err.print("[dim]hint:[/] check DATABASE_URL, or unset it to use the embedded PostgreSQL")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
@@ -145,11 +150,12 @@ def print_more(next_cursor: str | None) -> None:
 def table(
     title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Iterable[str] = ()
 ) -> Table:
-    """A rich table; ``right`` names the columns to right-align (amounts)."""
+    """A rich table; ``right`` names the columns to right-align (amounts). The title and cells are plain text:
+    data (a reason, a name, a file's value) with brackets in it is shown as it is, never read as markup."""
     right_set = set(right)
-    t = Table(title=title, title_justify="left", header_style="bold")
+    t = Table(title=None if title is None else Text(title), title_justify="left", header_style="bold")
     for c in columns:
         t.add_column(c, justify="right" if c in right_set else "left")
     for r in rows:
-        t.add_row(*[("" if v is None else str(v)) for v in r])
+        t.add_row(*[Text("" if v is None else str(v)) for v in r])
     return t

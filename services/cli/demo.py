@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from adapters.bank.simulator import SimControl, connect, create_app, get_simulator
@@ -299,7 +300,7 @@ async def _bimester(d: Demo, db: Database, bank: Any, people: list[Any], period:
         csv_path = d.folder / f"run-{run_id}-{period}.csv"
         await report.write_csv(conn, run_id, csv_path)
     print_summary(summary)
-    console.print(f"run report written to {csv_path}")
+    console.print(f"run report written to {escape(str(csv_path))}")
     d.runs.append(summary)
 
 

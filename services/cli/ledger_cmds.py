@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import typer
+from rich.markup import escape
 
 from ledger import audit
 from ledger.engine import Ledger
@@ -232,7 +233,7 @@ async def accounts_close(code: str = typer.Argument(...), user: str | None = USE
     """
     async with database() as db, db.connection() as conn:
         await Ledger(conn, actor(user)).close_account(code)
-    console.print(f"account {code} closed")
+    console.print(f"account {escape(code)} closed")
 
 
 _LEG = re.compile(r"^(?P<account>[^=]+)=(?P<amount>.+)$")
@@ -399,7 +400,7 @@ async def verify(
             f"{report.blocks:,} blocks, head {report.head or '-'}"
         )
         for p in report.problems:
-            err.print(f"  [red]{p['check']}[/]: {p['message']}", highlight=False)
+            err.print(f"  [red]{p['check']}[/]: {escape(str(p['message']))}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -432,7 +433,7 @@ async def periods_close(
     """
     async with database() as db, db.connection() as conn:
         await Ledger(conn, actor(user)).close_period(name, _aware(start), _aware(end))
-    console.print(f"period {name} closed")
+    console.print(f"period {escape(name)} closed")
 
 
 @periods.command("list")

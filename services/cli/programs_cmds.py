@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from ledger.money import Money, format_minor
 from services.cli.common import (
@@ -60,16 +61,16 @@ async def load(
         print_json(report.to_dict())
         return
     if not report.changed:
-        console.print(f"nothing changed: {file.name} is already loaded ({len(definitions)} programs)")
+        console.print(f"nothing changed: {escape(file.name)} is already loaded ({len(definitions)} programs)")
         return
     for code in report.programs_created:
-        console.print(f"program {code} created")
+        console.print(f"program {escape(code)} created")
     for code in report.programs_renamed:
-        console.print(f"program {code} renamed")
+        console.print(f"program {escape(code)} renamed")
     for code, version in report.versions_added:
-        console.print(f"{code}: rule version {version} added")
+        console.print(f"{escape(code)}: rule version {version} added")
     for account in report.accounts_opened:
-        console.print(f"account {account} opened")
+        console.print(f"account {escape(account)} opened")
 
 
 @app.command("list")
@@ -191,7 +192,7 @@ async def fund(
             "nothing changed"
         )
     else:
-        console.print(f"appropriation {reference}: {money} to {code} (transfer {result.transfer_id})")
+        console.print(f"appropriation {escape(reference)}: {money} to {escape(code)} (transfer {result.transfer_id})")
     console.print(f"fund balance: {format_minor(result.fund_balance, result.currency)}")
 
 

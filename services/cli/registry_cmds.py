@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ledger.money import format_minor
@@ -105,7 +106,7 @@ def _refused(e: ImportRejected, as_json: bool) -> NoReturn:
         print_json({"error": e.type, "detail": e.detail, "errors": e.errors, "errors_total": len(e.errors)})
     else:
         _print_errors(e.errors, len(e.errors), "invalid rows")
-        err.print(f"[bold red]error:[/] {e.detail}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(e.detail)}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -177,7 +178,7 @@ async def households_import(
     _print_report(report, "households")
     if written is not None:
         _print_errors([e.to_dict() for e in report.errors], len(report.errors), "rejected rows (not imported)")
-        err.print(f"{report.rejected:,} rejected rows written to {written}")
+        err.print(f"{report.rejected:,} rejected rows written to {escape(str(written))}")
 
 
 @compliance.command("import")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from adapters.bank.factory import bank_from_settings
 from ledger.money import format_minor
@@ -47,9 +48,9 @@ def print_summary(s: dict[str, Any]) -> None:
     cur = run["currency"]
     console.print(
         f"[bold]Run {run['id']}[/] {run['program']} {run['period']}: [bold]{run['status']}[/]"
-        f"  (created by {run['created_by']}"
-        + (f", approved by {run['approved_by']}" if run["approved_by"] else "")
-        + (f", executed by {run['executed_by']}" if run["executed_by"] else "")
+        f"  (created by {escape(run['created_by'])}"
+        + (f", approved by {escape(run['approved_by'])}" if run["approved_by"] else "")
+        + (f", executed by {escape(run['executed_by'])}" if run["executed_by"] else "")
         + ")"
     )
     pays = s["payments"]
@@ -137,7 +138,7 @@ async def create(
         return
     print_summary(s)
     for warning in created.warnings:
-        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(f"next: another person approves it with `cct-ledger runs approve {created.run['id']} --user NAME`")
 
 
@@ -154,7 +155,7 @@ async def approve(run_id: int = RUN_ID, user: str | None = USER, as_json: bool =
     if as_json:
         print_json(run)
     else:
-        console.print(f"run {run_id} approved by {actor}; next: `cct-ledger runs execute {run_id} --user NAME`")
+        console.print(f"run {run_id} approved by {escape(actor)}; next: `cct-ledger runs execute {run_id} --user NAME`")
 
 
 async def _execute(run_id: int, actor: str, as_json: bool, quiet: bool) -> None:
@@ -304,7 +305,7 @@ async def report_cmd(
         return
     print_summary(s)
     if csv_path:
-        console.print(f"wrote {lines:,} payments to {csv_path}")
+        console.print(f"wrote {lines:,} payments to {escape(str(csv_path))}")
 
 
 @app.command("close")

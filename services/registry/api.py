@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from services.api.deps import Auditor, Conn, Paging, Reader, UoW, Writer, page
 from services.auth.service import Role
@@ -63,6 +63,7 @@ async def get_household(
     household_id: str,
     who: Reader,
     conn: Conn,
+    response: Response,
     reveal: Annotated[bool, Query(description="Show DNI and CCI unmasked (operators and admins).")] = False,
     reason: Annotated[str | None, Query(description="Why they are needed; recorded with the reveal.")] = None,
 ) -> dict[str, Any]:
@@ -71,6 +72,8 @@ async def get_household(
     recorded first (who, when, `reason`) and listed by `GET /v1/audit/reveals`."""
     if reveal:
         who.require(Role.OPERATOR)
+        # Shown once, recorded once: no cache (a browser's, a proxy's) may show it again unrecorded.
+        response.headers["Cache-Control"] = "no-store"
     return await service.get_household(conn, household_id, reveal=reveal, actor=who.name, channel="api", reason=reason)
 
 

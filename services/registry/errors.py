@@ -55,7 +55,8 @@ class InvalidFilter(RegistryError):
 
 
 class InvalidRevealReason(RegistryError):
-    """The reason given for revealing a household's personal data is blank or too long."""
+    """The reason given for revealing a household's personal data: given without a reveal, blank, without a
+    letter or digit, holding control or invisible characters, or longer than 500 characters."""
 
     type = "invalid-reveal-reason"
     title = "Invalid reason for a reveal"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -59,26 +59,42 @@ def household_out(row: dict[str, Any], *, reveal: bool = False) -> dict[str, Any
     return out
 
 
+Channel = Literal["api", "cli"]
+"""Through what a household's personal data was revealed."""
+
+
 async def get_household(
     conn: Connection,
     household_id: str,
     *,
     reveal: bool = False,
-    actor: str = "",
-    channel: str = "api",
+    actor: str | None = None,
+    channel: Channel | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
     """A household with its history (every version), its recent compliance records and its payments.
 
     With ``reveal`` the DNI and CCI are shown whole: who asked (``actor``), through what (``channel``: api or
     cli) and why (``reason``, optional) is first recorded in ``registry.reveals`` (committed before the data
-    is returned: no record, no data) and logged (``household.revealed``).
+    is returned: no record, no data) and logged (``household.revealed``). ``conn`` must be in autocommit
+    mode for a reveal: a record in a transaction that rolls back would leave data shown and not recorded.
 
     Raises:
         HouseholdNotFound: no such household.
-        InvalidRevealReason: a reason that is blank or longer than 500 characters.
+        InvalidRevealReason: a reason without ``reveal``, or one that is not readable text of 1 to 500
+            characters (see :func:`_checked_reason`).
     """
-    if reveal:
+    if not reveal:
+        if reason is not None:
+            raise InvalidRevealReason(
+                "a reason is recorded only with a reveal: add reveal=true (--reveal) or leave the reason out",
+                field="reason",
+            )
+    else:
+        if not actor or not actor.strip() or channel is None:
+            raise ValueError("a reveal needs who asks (actor) and through what (channel)")
+        if conn.is_in_transaction():
+            raise RuntimeError("a reveal is recorded in autocommit: call get_household outside a transaction")
         reason = _checked_reason(reason)
     row = await repository.get_household(conn, household_id)
     if row is None:
@@ -88,6 +104,8 @@ async def get_household(
                 hint = f"; did you mean {other!r}? (ids are exact: case matters)"
         raise HouseholdNotFound(f"household {household_id!r} is not in the registry{hint}", household_id=household_id)
     if reveal:
+        assert actor is not None  # checked above
+        assert channel is not None
         reveal_id = await repository.record_reveal(conn, household_id, actor, channel, reason)
         # A warning, so that it is written at every log level (the command line's default is WARNING).
         log.warning("household.revealed", household=household_id, actor=actor, channel=channel, reveal_id=reveal_id)
@@ -155,9 +173,12 @@ def _checked_reason(reason: str | None) -> str | None:
         raise InvalidRevealReason(
             "the reason is blank: say why the personal data is needed, or leave it out", field="reason"
         )
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+    # Letters, marks, digits, punctuation, symbols and spaces: no control, format (invisible, direction
+    # overrides), line or paragraph separator, private-use or unassigned character.
+    if any(unicodedata.category(c)[0] not in "LMNPS" and unicodedata.category(c) != "Zs" for c in text):
         raise InvalidRevealReason(
-            "the reason holds control or invisible characters; write it as plain text", field="reason"
+            "the reason holds control, invisible or line-breaking characters; write it as one line of plain text",
+            field="reason",
         )
     if not any(c.isalnum() for c in text):
         raise InvalidRevealReason("the reason has no letters or digits: say why the data is needed", field="reason")

@@ -4,7 +4,8 @@
 same way through the other. 0007 (payment outcomes in their own table): outcomes move back into the
 payments and out again, and each version's guards hold. 0008 (transfer groups): the function goes and comes
 back with its setting. 0009 (maker-checker by person): approvals compare names without case or spaces, and
-runs the old check allowed go on through their states.
+runs the old check allowed go on through their states. 0010 (reveals of personal data): the downgrade
+refuses to erase records.
 """
 
 from __future__ import annotations
@@ -141,6 +142,26 @@ async def test_maker_checker_names_downgrade_to_0008_and_back(db_url: str) -> No
         with pytest.raises(asyncpg.CheckViolationError, match="runs_maker_checker"):
             await conn.execute("update payments.runs set approved_by = 'maria ' where period = '2026-B2'")
         await conn.execute("update payments.runs set approved_by = 'jorge' where period = '2026-B2'")
+    finally:
+        await conn.close()
+
+
+async def test_reveals_downgrade_only_while_there_is_nothing_to_erase(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0009_maker_checker_names")
+        assert await conn.fetchval("select to_regclass('registry.reveals')") is None
+        await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")
+        await conn.execute(
+            """insert into registry.households (household_id, titular_dni, titular_name, ubigeo, status, enrolled_on,
+                                                children_under_4, upper_secondary_students)
+               values ('H1', '10117410', 'Rosa Quispe', '080206', 'active', '2020-01-01', 0, 0)"""
+        )
+        await conn.execute("insert into registry.reveals (household_id, actor, channel) values ('H1', 'ana', 'api')")
+        with pytest.raises(Exception, match="would erase"):
+            await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0009_maker_checker_names")
+        assert await conn.fetchval("select count(*) from registry.reveals") == 1
+        assert await conn.fetchval("select version_num from alembic_version") == "0010_personal_data_reveals"
     finally:
         await conn.close()
 

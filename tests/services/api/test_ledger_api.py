@@ -145,6 +145,9 @@ async def _until(condition: Callable[[], bool]) -> None:
 async def test_concurrent_transfers_are_written_together_and_answered_each(api: Api, db: Database) -> None:
     """Concurrent POSTs share groups (CCT_TRANSFER_GROUP_MAX); a refused one gets its own problem and the
     others are written, each with its caller's key and user."""
+    # One worker taking up to 32 at once, whatever CCT_TRANSFER_GROUP_* say (the groups are made on first use).
+    state = api.app.state
+    state.settings = state.settings.model_copy(update={"transfer_group_max": 32, "transfer_group_workers": 1})
     await _chart(api)
     h = api.auth("operator")
     fund = _pay("mef:treasury", "program:JUNTOS:fund", 100_00)

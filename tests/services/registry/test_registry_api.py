@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from services.registry import service
 from tests.services.registry.conftest import BN_CCI, Api, csv_text, dni, row
 
 PROBLEM = "application/problem+json"
@@ -83,7 +84,9 @@ async def test_every_reveal_is_recorded_and_listed_for_auditors(api: Api) -> Non
         ("reason=%20%20", 422, "invalid-reveal-reason"),
         ("reason=" + "x" * 501, 422, "invalid-reveal-reason"),
         ("reason=a%00b", 422, "invalid-reveal-reason"),
-        ("reason=%E2%80%8B", 422, "invalid-reveal-reason"),
+        ("reason=claim%E2%80%8B114", 422, "invalid-reveal-reason"),  # a zero-width space
+        ("reason=claim%E2%80%AE114", 422, "invalid-reveal-reason"),  # a right-to-left override
+        ("reason=claim%E2%80%A8114", 422, "invalid-reveal-reason"),  # a line separator
         ("reason=...", 422, "invalid-reveal-reason"),
     ):
         bad = await api.client.get(f"/v1/households/H2?reveal=true&{query}", headers=api.auth("operator"))
@@ -91,10 +94,19 @@ async def test_every_reveal_is_recorded_and_listed_for_auditors(api: Api) -> Non
         assert bad.json()["field"] == "reason"
     unknown = await api.client.get("/v1/households/NOPE?reveal=true", headers=api.auth("operator"))
     assert unknown.status_code == 404
+    no_reveal = await api.client.get("/v1/households/H2?reason=claim", headers=api.auth("operator"))
+    assert (no_reveal.status_code, no_reveal.json()["type"]) == (422, "urn:cct-ledger:problem:invalid-reveal-reason")
+    accented = await api.client.get(  # letters with combining accents, punctuation and symbols are text
+        "/v1/households/H2?reveal=true&reason=reclamo%20n%C2%BA%2014%20(Mari%CC%81a)", headers=api.auth("operator")
+    )
+    assert accented.status_code == 200
+    assert accented.headers["cache-control"] == "no-store"  # shown once, recorded once
+    assert "cache-control" not in (await api.client.get("/v1/households/H2", headers=api.auth("operator"))).headers
     wrong = await api.client.get("/v1/audit/reveals?cursor=aDE6SDE", headers=api.auth("auditor"))  # a households cursor
     assert (wrong.status_code, wrong.json()["type"]) == (422, "urn:cct-ledger:problem:invalid-cursor")
     after = await api.client.get("/v1/audit/reveals", headers=api.auth("auditor"))
-    assert len(after.json()["data"]) == 4
+    assert [r["reason"] for r in after.json()["data"]][:1] == ["reclamo nº 14 (Mari\u0301a)"]
+    assert len(after.json()["data"]) == 5
     async with api.app.state.database.connection() as conn:  # the record cannot be edited or erased
         for sql in (
             "update registry.reveals set reason = 'x'",
@@ -103,7 +115,11 @@ async def test_every_reveal_is_recorded_and_listed_for_auditors(api: Api) -> Non
         ):
             with pytest.raises(asyncpg.PostgresError, match="append-only"):
                 await conn.execute(sql)
-        assert await conn.fetchval("select count(*) from registry.reveals") == 4
+        assert await conn.fetchval("select count(*) from registry.reveals") == 5
+        # Inside a transaction a reveal is refused: a rollback would leave data shown and not recorded.
+        async with conn.transaction():
+            with pytest.raises(RuntimeError, match="autocommit"):
+                await service.get_household(conn, "H1", reveal=True, actor="ana", channel="api")
 
 
 async def test_a_refused_import_lists_every_bad_row(api: Api) -> None:

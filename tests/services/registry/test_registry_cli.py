@@ -38,9 +38,19 @@ def test_import_show_list_and_compliance(cli: Cli, tmp_path: Path) -> None:
     blank = cli("households", "show", "H2", "--reveal", "--reason", " ")
     assert (blank.exit_code, dni(2) in blank.output) == (1, False)
     assert "the reason is blank" in blank.stderr
-    nobody = cli("households", "show", "H2", "--reveal", "--user", " ")
-    assert (nobody.exit_code, "--user is blank" in nobody.output, dni(2) in nobody.output) == (2, True, False)
+    for blank in (" ", ""):
+        nobody = cli("households", "show", "H2", "--reveal", "--user", blank)
+        assert (nobody.exit_code, "--user is blank" in nobody.output, dni(2) in nobody.output) == (2, True, False)
+    unused = cli("households", "show", "H2", "--reason", "claim")
+    assert (unused.exit_code, "a reason is recorded only with a reveal" in unused.stderr) == (1, True)
     assert len(json.loads(cli("households", "reveals", "--json").stdout)["data"]) == 1
+    # Text with brackets is shown as it is, in tables and in errors, never read as markup.
+    bracketed = cli("households", "show", "H2", "--reveal", "--reason", "claim [/x] [bold]ok", "--user", "[/u]")
+    assert bracketed.exit_code == 0, bracketed.output
+    listed = cli("households", "reveals", "--household", "H2")
+    assert (listed.exit_code, "claim [/x] [bold]ok" in listed.stdout, "[/u]" in listed.stdout) == (0, True, True)
+    missing = cli("households", "show", "[/x]")
+    assert (missing.exit_code, "'[/x]' is not in the registry" in missing.stderr) == (1, True)
     listed = cli("households", "list", "--status", "active", "--limit", "1", "--json")
     page = json.loads(listed.stdout)
     assert [h["household_id"] for h in page["data"]] == ["H1"]
