@@ -38,6 +38,8 @@ __all__ = [
 
 REASON_MAX = 500
 """The most characters of a reveal's reason."""
+Channel = Literal["api", "cli"]
+"""Through what a household's personal data was revealed."""
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -57,10 +59,6 @@ def household_out(row: dict[str, Any], *, reveal: bool = False) -> dict[str, Any
     for key, value in data.items():
         out[key] = value.isoformat() if isinstance(value, date | datetime) else value
     return out
-
-
-Channel = Literal["api", "cli"]
-"""Through what a household's personal data was revealed."""
 
 
 async def get_household(
