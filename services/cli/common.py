@@ -37,6 +37,13 @@ MAX_ID = 2**63 - 1  # ids are bigints: a larger number is refused by the parser,
 TRANSFER_ID = typer.Argument(..., min=1, max=MAX_ID, metavar="TRANSFER_ID", help="The transfer's id.")
 RUN_ID = typer.Argument(..., min=1, max=MAX_ID, metavar="RUN_ID", help="The payment run's id.")
 CURSOR_OPTION = typer.Option(None, "--cursor", help="next_cursor of the previous page.")
+
+
+def limit_option(default: int = 50) -> Any:
+    """``--limit`` of a list command: items per page, 1 to 1,000 (the API's bounds)."""
+    return typer.Option(default, "--limit", min=1, max=1000, help="Items per page (1 to 1,000).")
+
+
 USER_OPTION = typer.Option(
     None, "--user", help="Who is acting (recorded on every write). Default: $CCT_USER or the login name."
 )

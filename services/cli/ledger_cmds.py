@@ -36,6 +36,7 @@ from services.cli.common import (
     console,
     database,
     err,
+    limit_option,
     print_json,
     print_more,
     print_page,
@@ -142,7 +143,7 @@ async def accounts_show(
 @command
 async def accounts_list(
     prefix: str = typer.Option("", help="Only codes starting with this."),
-    limit: int = typer.Option(50, min=1, max=1000),
+    limit: int = limit_option(),
     cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -163,7 +164,7 @@ async def accounts_list(
 @command
 async def accounts_statement(
     code: str = typer.Argument(..., help="Account code."),
-    limit: int = typer.Option(20, min=1, max=1000),
+    limit: int = limit_option(20),
     cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -439,7 +440,7 @@ async def periods_close(
 @periods.command("list")
 @command
 async def periods_list(
-    limit: int = typer.Option(50, min=1, max=1000),
+    limit: int = limit_option(),
     cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

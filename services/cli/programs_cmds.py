@@ -21,6 +21,7 @@ from services.cli.common import (
     command,
     console,
     database,
+    limit_option,
     print_json,
     print_more,
     print_page,
@@ -76,7 +77,7 @@ async def load(
 @app.command("list")
 @command
 async def list_(
-    limit: int = typer.Option(50, min=1, max=1000),
+    limit: int = limit_option(),
     cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -27,6 +27,7 @@ from services.cli.common import (
     console,
     database,
     err,
+    limit_option,
     print_json,
     print_more,
     print_page,
@@ -306,7 +307,7 @@ async def households_list(
     ubigeo: str | None = typer.Option(None, "--ubigeo", help="Only this district (6 digits)."),
     status: str | None = typer.Option(None, "--status", help="active, inactive or exited."),
     program: str | None = typer.Option(None, "--program", help="Only this program."),
-    limit: int = typer.Option(50, min=1, max=1000),
+    limit: int = limit_option(),
     cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -351,7 +352,7 @@ async def households_list(
 async def households_reveals(
     household_id: str | None = typer.Option(None, "--household", help="Only this household."),
     who: str | None = typer.Option(None, "--actor", help="Only this user."),
-    limit: int = typer.Option(50, min=1, max=1000),
+    limit: int = limit_option(),
     cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -18,6 +18,7 @@ from services.cli.common import (
     console,
     database,
     err,
+    limit_option,
     print_json,
     print_more,
     print_page,
@@ -245,7 +246,7 @@ async def show(run_id: int = RUN_ID, as_json: bool = JSON_OPTION) -> None:
 @command
 async def list_runs(
     program: str | None = typer.Option(None, "--program"),
-    limit: int = typer.Option(20, min=1, max=1000),
+    limit: int = limit_option(20),
     cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
