@@ -39,9 +39,11 @@ class ProgramContext:
     def in_transit_account(self) -> str:
         return self.program_obj.in_transit_account
 
-    def entitlements_sql(self, param_offset: int = 0) -> tuple[str, list[Any]]:
+    def entitlements_sql(self, param_offset: int = 0, carry: tuple[str, ...] = ()) -> tuple[str, list[Any]]:
         """The SELECT of every household's entitlement for the period (see ``services.programs.rules``)."""
-        return rules.entitlements_sql(self.program_obj, self.period_obj, self.rule_version, param_offset=param_offset)
+        return rules.entitlements_sql(
+            self.program_obj, self.period_obj, self.rule_version, param_offset=param_offset, carry=carry
+        )
 
 
 async def program_context(conn: Connection, program: str, period: str) -> ProgramContext:

@@ -112,7 +112,7 @@ CSV_COLUMNS = [
 
 
 async def write_csv(conn: Connection, run_id: int, path: Path) -> int:
-    """One line per payment of the run (DNI and CCI masked); returns the number of lines.
+    """One line per payment of the run, in household order (DNI and CCI masked); returns the number of lines.
 
     ``amount`` is in minor units (céntimos), as everywhere a program reads amounts; ``amount_decimal`` is the
     same in major units (``200.00`` soles) for people opening the file in a spreadsheet.
@@ -126,7 +126,7 @@ async def write_csv(conn: Connection, run_id: int, path: Path) -> int:
             async for r in conn.cursor(
                 """select id, household_id, dni, cci, ubigeo, amount, breakdown, status, reason, bank_item_id,
                           ledger_transfer_id, batch_no
-                     from payments.payment_states where run_id = $1 order by id""",
+                     from payments.payment_states where run_id = $1 order by household_id""",
                 run_id,
                 prefetch=10_000,
             ):

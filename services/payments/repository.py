@@ -152,17 +152,13 @@ async def events(conn: Connection, run_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def count_exclusions(conn: Connection, program: str, period: str) -> dict[str, dict[str, int]]:
-    """Households left out of the period, by reason (from the computed entitlements)."""
+async def count_exclusions(conn: Connection) -> dict[str, dict[str, int]]:
+    """Households left out of the period, by reason (from the computed entitlements, ``run_entitlements``)."""
     rows = await conn.fetch(
         """select coalesce(r.exclusion, 'already_paid') as reason, count(*) as n
              from run_entitlements r
-            where r.exclusion is not null
-               or exists (select 1 from payments.entitlements e
-                           where e.program = $1 and e.household_id = r.household_id and e.period = $2)
-            group by 1""",
-        program,
-        period,
+            where r.exclusion is not null or r.already
+            group by 1"""
     )
     return {r["reason"]: {"count": r["n"], "total": 0} for r in rows}
 
@@ -180,53 +176,67 @@ async def snapshot_accrued(conn: Connection, program: str) -> None:
     await conn.execute("analyze run_older")  # a few rows or a million: the joins below plan on the count
 
 
-async def insert_payments(conn: Connection, run_id: int, program: str, period: str, batch_size: int) -> None:
-    """One payment per household with a usable account: this period plus everything accrued before."""
+async def insert_payments_and_entitlements(
+    conn: Connection, run_id: int, program: str, period: str, batch_size: int
+) -> None:
+    """One statement: the payments (one per household with a usable account: this period plus everything
+    accrued before, in ``run_older``) and the period's entitlements, pointing at the payment that carries them
+    (null: accrued, for a household with no usable account yet).
+
+    Reads only ``run_entitlements`` (which carries each household's account and whether it already has an
+    entitlement for the period) and ``run_older``, plus the registry for a household paid only what it had
+    accrued. Payment ids are drawn from the payments' own sequence beforehand, so both tables are written from
+    one pass without joining the new payments back; batches are numbered in that pass (``batch_size`` a batch).
+    """
+    id_sequence = await conn.fetchval("select pg_get_serial_sequence('payments.payments', 'id')")
     await conn.execute(
         """with cur as (
-               select r.household_id, r.amount, r.breakdown from run_entitlements r
-                where r.exclusion is null and r.amount > 0
-                  and not exists (select 1 from payments.entitlements e
-                                   where e.program = $2 and e.household_id = r.household_id and e.period = $3)),
+               select r.household_id, r.amount, r.breakdown, r.rule_version, r.titular_dni, r.cci, r.ubigeo
+                 from run_entitlements r
+                where r.exclusion is null and r.amount > 0 and not r.already),
            older as (
-               select o.household_id, sum(o.amount)::bigint as amount,
-                      jsonb_object_agg(o.period, o.breakdown || jsonb_build_object('amount', o.amount)) as breakdown
-                 from run_older o
-                group by o.household_id),
+               select a.household_id, a.amount, a.breakdown, h.titular_dni, h.cci, h.ubigeo
+                 from (select o.household_id, sum(o.amount)::bigint as amount,
+                              jsonb_object_agg(o.period, o.breakdown || jsonb_build_object('amount', o.amount))
+                                  as breakdown
+                         from run_older o
+                        group by o.household_id) a
+                 left join registry.households h on h.household_id = a.household_id),
            due as (
                select coalesce(c.household_id, o.household_id) as household_id,
+                      c.amount as current_amount, c.breakdown as current_breakdown, c.rule_version,
                       coalesce(c.amount, 0) + coalesce(o.amount, 0) as amount,
-                      coalesce(o.breakdown, '{}'::jsonb)
-                      || case when c.household_id is null then '{}'::jsonb
-                              else jsonb_build_object($3::text, c.breakdown || jsonb_build_object('amount', c.amount))
-                         end as breakdown
-                 from cur c full join older o on o.household_id = c.household_id)
-           insert into payments.payments (run_id, batch_no, household_id, dni, cci, ubigeo, amount, breakdown)
-           select $1, ((row_number() over (order by d.household_id)) - 1) / $4, d.household_id, h.titular_dni,
-                  h.cci, h.ubigeo, d.amount, d.breakdown
-             from due d join registry.households h on h.household_id = d.household_id
-            where h.cci is not null and h.cci <> '' and d.amount > 0
-            order by d.household_id""",
-        run_id,
-        program,
-        period,
-        batch_size,
-    )
-
-
-async def insert_entitlements(conn: Connection, run_id: int, program: str, period: str) -> None:
-    """The period's entitlements, pointing at the payment that carries them (null: accrued)."""
-    await conn.execute(
-        """insert into payments.entitlements (program, household_id, period, amount, breakdown, rule_version, run_id,
+                      case when o.household_id is null
+                               then jsonb_build_object($2::text, c.breakdown || jsonb_build_object('amount', c.amount))
+                           when c.household_id is null then o.breakdown
+                           else o.breakdown
+                                || jsonb_build_object($2::text, c.breakdown || jsonb_build_object('amount', c.amount))
+                      end as breakdown,
+                      case when c.household_id is null then o.titular_dni else c.titular_dni end as dni,
+                      case when c.household_id is null then o.cci else c.cci end as cci,
+                      case when c.household_id is null then o.ubigeo else c.ubigeo end as ubigeo
+                 from cur c full join older o on o.household_id = c.household_id),
+           numbered as (
+               select d.*, case when d.cci is not null and d.cci <> '' and d.amount > 0
+                                then nextval($5::regclass) end as payment_id
+                 from due d),
+           paid as (
+               insert into payments.payments (id, run_id, batch_no, household_id, dni, cci, ubigeo, amount, breakdown)
+               overriding system value
+               select n.payment_id, $3, ((row_number() over ()) - 1) / $4, n.household_id, n.dni, n.cci, n.ubigeo,
+                      n.amount, n.breakdown
+                 from numbered n
+                where n.payment_id is not null)
+           insert into payments.entitlements (program, household_id, period, amount, breakdown, rule_version, run_id,
                                               payment_id)
-           select $2, r.household_id, $3, r.amount, r.breakdown, r.rule_version, $1, p.id
-             from run_entitlements r
-             left join payments.payments p on p.run_id = $1 and p.household_id = r.household_id
-            where r.exclusion is null and r.amount > 0
-           on conflict do nothing""",
-        run_id,
+           select $1, n.household_id, $2, n.current_amount, n.current_breakdown, n.rule_version, $3, n.payment_id
+             from numbered n
+            where n.current_amount is not null""",
         program,
         period,
+        run_id,
+        batch_size,
+        id_sequence,
     )
 
 

@@ -1,11 +1,11 @@
 """Creating, approving and reporting payment runs (the execution is in :mod:`services.payments.execute`).
 
 ``create`` is set-based: one query computes every household's entitlement for the period (the programs
-capability's SQL), one takes the accrued entitlements as they are now, one inserts the payments (one per
-household with a usable account, carrying the period and exactly those accrued), one inserts the period's
-entitlements pointing at their payment, one claims those accrued for the payments, and one plans the bank
-batches. A million households take about half a minute (``docs/performance.md``); nothing moves in the
-ledger yet.
+capability's SQL) with the household's account, one takes the accrued entitlements as they are now, one
+inserts the payments (one per household with a usable account, carrying the period and exactly those
+accrued) and the period's entitlements pointing at their payment, one claims those accrued for the
+payments, and one plans the bank batches. A million households take about twenty seconds
+(``docs/performance.md``); nothing moves in the ledger yet.
 """
 
 from __future__ import annotations
@@ -73,16 +73,25 @@ async def create_run(
     await conn.execute("set local work_mem = '256MB'")
     # Imports may have just rewritten the registry: plan the set-based queries on fresh statistics.
     await conn.execute("analyze registry.households, registry.compliance, payments.entitlements")
-    sql, params = ctx.entitlements_sql(param_offset=0)
+    # Every household's entitlement, its account (read in the same scan of the registry) and whether it already
+    # has an entitlement for the period; the payments and entitlements are then written from it in one pass.
+    sql, params = ctx.entitlements_sql(param_offset=2, carry=("titular_dni", "cci", "ubigeo"))
     await conn.execute("drop table if exists run_entitlements")
-    await conn.execute(f"create temp table run_entitlements on commit drop as {sql}", *params)
+    await conn.execute(
+        f"""create temp table run_entitlements on commit drop as
+            select r.*, e.household_id is not null as already
+              from ({sql}) r
+              left join payments.entitlements e on e.program = $1 and e.period = $2
+                                               and e.household_id = r.household_id""",
+        ctx.program,
+        ctx.period,
+        *params,
+    )
     await conn.execute("analyze run_entitlements")
-    exclusions = await repo.count_exclusions(conn, ctx.program, ctx.period)
+    exclusions = await repo.count_exclusions(conn)
     await repo.snapshot_accrued(conn, ctx.program)
-    await repo.insert_payments(conn, run_id, ctx.program, ctx.period, batch_size)
-    await conn.execute("analyze payments.payments")  # fresh rows: the next joins need their statistics
-    await repo.insert_entitlements(conn, run_id, ctx.program, ctx.period)
-    # What follows reads the entitlements by key only (the accrued ones in run_older): no statistics needed.
+    await repo.insert_payments_and_entitlements(conn, run_id, ctx.program, ctx.period, batch_size)
+    # What follows reads the payments and entitlements by key only (the accrued ones in run_older).
     await repo.claim_accrued(conn, run_id, ctx.program)
     totals = await repo.plan_batches(conn, run_id)
     accrued = await repo.accrued_of_run(conn, run_id, ctx.program, ctx.period)

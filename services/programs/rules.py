@@ -35,7 +35,11 @@ EXCLUSIONS: Final[tuple[Exclusion, ...]] = ("inactive", "not_started", "ended", 
 """Every exclusion, in the order they are checked."""
 
 ENTITLEMENT_COLUMNS: Final = ("household_id", "amount", "breakdown", "exclusion", "rule_version")
-"""The columns of :func:`entitlements_sql`'s SELECT, in order."""
+"""The columns of :func:`entitlements_sql`'s SELECT, in order (then the ``carry`` columns, if any)."""
+
+CARRY_COLUMNS: Final = frozenset({"titular_dni", "cci", "ubigeo"})
+"""Registry columns :func:`entitlements_sql` can pass through beside the entitlement (``carry``), so a caller
+that also needs the household's account reads the registry once. Only these names reach generated SQL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +87,12 @@ def compute_entitlement(
 
 
 def entitlements_sql(
-    program: Program | str, period: Period, rule_version: RuleVersion, *, param_offset: int = 0
+    program: Program | str,
+    period: Period,
+    rule_version: RuleVersion,
+    *,
+    param_offset: int = 0,
+    carry: tuple[str, ...] = (),
 ) -> tuple[str, list[Any]]:
     """A SELECT of every household of ``program`` with its entitlement for ``period``.
 
@@ -98,13 +107,19 @@ def entitlements_sql(
             (:func:`services.programs.service.rule_version_for`).
         param_offset: number the parameters from ``$param_offset + 1``, so the caller can put its own
             parameters first (e.g. in ``INSERT ... SELECT``).
+        carry: registry columns from :data:`CARRY_COLUMNS` to add after the entitlement's, read in the same
+            scan of the registry.
 
     Returns:
         ``(sql, params)`` for ``conn.fetch(sql, *params)`` or to embed.
 
     Raises:
         NoRuleVersion: ``rule_version`` belongs to another program or is not yet in force at the period's start.
+        ValueError: a ``carry`` column is not one of :data:`CARRY_COLUMNS`.
     """
+    unknown = sorted(set(carry) - CARRY_COLUMNS)
+    if unknown:
+        raise ValueError(f"cannot carry registry column(s) {', '.join(unknown)}; allowed: {sorted(CARRY_COLUMNS)}")
     code = program if isinstance(program, str) else program.code
     if rule_version.program != code:
         raise NoRuleVersion(f"rule version of {rule_version.program} given for program {code}", program=code)
@@ -145,13 +160,15 @@ def entitlements_sql(
     ended = ""
     if rules.duration_periods is not None:
         ended = f"when {p_ordinal} >= {first} + {bind(rules.duration_periods, 'integer')} then 'ended' "
+    outer_carry = "".join(f", e.{column}" for column in carry)
+    inner_carry = "".join(f"h.{column}, " for column in carry)
     sql = (
         "select e.household_id, "
         "case when e.exclusion is null then e.total else 0::bigint end as amount, "
         "case when e.exclusion is null then e.breakdown else '{}'::jsonb end as breakdown, "
         "e.exclusion, "
-        f"{p_version} as rule_version "
-        "from (select h.household_id, "
+        f"{p_version} as rule_version{outer_carry} "
+        f"from (select h.household_id, {inner_carry}"
         f"({total})::bigint as total, "
         f"jsonb_build_object({breakdown}) as breakdown, "
         "case when h.status <> 'active' then 'inactive' "

@@ -110,6 +110,67 @@ async def test_a_bimester_end_to_end(world: World) -> None:
         await _create(world)
 
 
+async def test_a_household_already_entitled_for_the_period_is_left_out_not_paid_twice(world: World) -> None:
+    rows = await world.register(3)
+    await world.fund(10_000_00)
+    entitled = rows[1]["household_id"]
+    async with world.db.unit_of_work() as conn:
+        # An entitlement of B5 already carried by a payment, recorded behind the service (run and payment 0 exist
+        # nowhere): the run must neither pay it again nor write a second one.
+        await conn.execute(
+            """insert into payments.entitlements (program, household_id, period, amount, breakdown, rule_version,
+                                                  run_id, payment_id)
+               values ('JUNTOS', $1, '2026-B5', 20000, '{"base": 20000}', 1, 0, 0)""",
+            entitled,
+        )
+    run_id = await _create(world)
+    s = await _summary(world, run_id)
+    assert s["exclusions"]["already_paid"]["count"] == 1
+    async with world.db.connection() as conn:
+        paid = {
+            r["household_id"]
+            for r in await conn.fetch("select household_id from payments.payments where run_id = $1", run_id)
+        }
+        mine = await conn.fetch("select household_id from payments.entitlements where run_id = $1", run_id)
+        kept = await conn.fetch(
+            "select run_id, payment_id from payments.entitlements where household_id = $1", entitled
+        )
+    assert paid == {rows[0]["household_id"], rows[2]["household_id"]}
+    assert sorted(r["household_id"] for r in mine) == sorted(paid)  # the run wrote none for the entitled one
+    assert [tuple(r) for r in kept] == [(0, 0)]  # and left the earlier one as it was
+
+
+async def test_payments_are_numbered_into_full_batches_and_reported_in_household_order(
+    world: World, tmp_path: Any
+) -> None:
+    import csv
+
+    await world.register(6, start=50)  # registered first: earlier in the registry's table than the next ones
+    await world.register(5, start=1)
+    await world.fund(10_000_00)
+    run_id = await _create(world, batch_size=4)
+    async with world.db.connection() as conn:
+        sizes = await conn.fetch(
+            "select batch_no, count(*) as n from payments.payments where run_id = $1 group by 1 order by 1", run_id
+        )
+        batches = await conn.fetch(
+            "select batch_no, item_count, total from payments.batches where run_id = $1 order by 1", run_id
+        )
+    assert [(r["batch_no"], r["n"]) for r in sizes] == [(0, 4), (1, 4), (2, 3)]
+    assert [(r["batch_no"], r["item_count"], r["total"]) for r in batches] == [
+        (0, 4, 4 * 200_00),
+        (1, 4, 4 * 200_00),
+        (2, 3, 3 * 200_00),
+    ]
+    await _approve(world, run_id)
+    await _execute(world, run_id)
+    path = tmp_path / "run.csv"
+    async with world.db.connection() as conn:
+        assert await report.write_csv(conn, run_id, path) == 11
+    ids = [line["household_id"] for line in csv.DictReader(path.open())]
+    assert ids == sorted(h["household_id"] for h in world.households)
+
+
 async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: World) -> None:
     rows = await world.register(6)
     await world.register(1, start=50, bank=False)

@@ -123,6 +123,29 @@ async def test_the_sql_can_follow_the_callers_parameters(loaded: Database) -> No
     assert total == 200_00 + 300_00 + 5
 
 
+async def test_the_sql_can_carry_registry_columns_read_in_the_same_scan(loaded: Database) -> None:
+    async with loaded.connection() as conn:
+        await insert_households(conn, [household("A"), household("B", status="inactive")])
+        sql, params = entitlements_sql("JUNTOS", B5, JUNTOS, carry=("titular_dni", "ubigeo"))
+        rows = {r["household_id"]: r for r in await conn.fetch(sql, *params)}
+        registry = {
+            r["household_id"]: r
+            for r in await conn.fetch("select household_id, titular_dni, ubigeo from registry.households")
+        }
+    assert tuple(rows["A"].keys()) == (*ENTITLEMENT_COLUMNS, "titular_dni", "ubigeo")
+    for hid in ("A", "B"):  # excluded households carry them too
+        assert (rows[hid]["titular_dni"], rows[hid]["ubigeo"]) == (
+            registry[hid]["titular_dni"],
+            registry[hid]["ubigeo"],
+        )
+    assert (rows["A"]["amount"], rows["B"]["exclusion"]) == (200_00, "inactive")
+
+
+def test_only_known_registry_columns_can_be_carried() -> None:
+    with pytest.raises(ValueError, match=r"cannot carry registry column\(s\) status; 1 from x"):
+        entitlements_sql("JUNTOS", B5, JUNTOS, carry=("cci", "status; 1 from x"))
+
+
 def test_a_rule_version_not_in_force_or_of_another_program_is_refused() -> None:
     later = RuleVersion("JUNTOS", 2, date(2027, 1, 1), Rules(250_00))
     with pytest.raises(NoRuleVersion, match="takes effect on 2027-01-01, after period 2026-B5 starts"):
