@@ -4,7 +4,7 @@
 capability's SQL) with the household's account, one takes the accrued entitlements as they are now, one
 inserts the payments (one per household with a usable account, carrying the period and exactly those
 accrued) and the period's entitlements pointing at their payment, one claims those accrued for the
-payments, and one plans the bank batches. A million households take about twenty seconds
+payments, and one plans the bank batches. A million households take under half a minute
 (``docs/performance.md``); nothing moves in the ledger yet.
 """
 
