@@ -185,8 +185,10 @@ async def insert_payments_and_entitlements(
 
     Reads only ``run_entitlements`` (which carries each household's account and whether it already has an
     entitlement for the period) and ``run_older``, plus the registry for a household paid only what it had
-    accrued. Payment ids are drawn from the payments' own sequence beforehand, so both tables are written from
-    one pass without joining the new payments back; batches are numbered in that pass (``batch_size`` a batch).
+    accrued. Payment ids are drawn from the payments' own sequence in that pass, so both tables are written
+    without joining the new payments back, and it never reads a table it writes (a rescan of one growing under
+    it would be quadratic). Batches are numbered in the same pass (``batch_size`` a batch), in the order rows
+    come; reports order payments themselves.
     """
     id_sequence = await conn.fetchval("select pg_get_serial_sequence('payments.payments', 'id')")
     await conn.execute(

@@ -5,6 +5,8 @@ Python loop per household) with one row per household::
 
     household_id text, amount bigint, breakdown jsonb, exclusion text, rule_version int
 
+followed by the registry columns the caller asks to ``carry`` (the household's DNI, CCI, district), if any.
+
 ``amount`` is the sum of ``breakdown`` (``{"base": 20000, "first_childhood": 10000, "upper_secondary":
 16000}``) when the household is payable; when it is excluded, ``amount`` is 0, ``breakdown`` is ``{}`` and
 ``exclusion`` says why, checked in this order:
