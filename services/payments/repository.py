@@ -218,7 +218,7 @@ async def insert_payments_and_entitlements(
                       case when c.household_id is null then o.cci else c.cci end as cci,
                       case when c.household_id is null then o.ubigeo else c.ubigeo end as ubigeo
                  from cur c full join older o on o.household_id = c.household_id),
-           numbered as (
+           numbered as materialized (  -- read twice: each row's id is drawn once, whatever the planner does
                select d.*, case when d.cci is not null and d.cci <> '' and d.amount > 0
                                 then nextval($5::regclass) end as payment_id
                  from due d),

@@ -113,15 +113,16 @@ async def test_a_bimester_end_to_end(world: World) -> None:
 async def test_a_household_already_entitled_for_the_period_is_left_out_not_paid_twice(world: World) -> None:
     rows = await world.register(3)
     await world.fund(10_000_00)
-    entitled = rows[1]["household_id"]
+    entitled, elsewhere = rows[1]["household_id"], rows[2]["household_id"]
     async with world.db.unit_of_work() as conn:
         # An entitlement of B5 already carried by a payment, recorded behind the service (run and payment 0 exist
-        # nowhere): the run must neither pay it again nor write a second one.
-        await conn.execute(
+        # nowhere): the run must neither pay it again nor write a second one. Another household's entitlement
+        # of a period named the same in another program is no reason to leave it out.
+        await conn.executemany(
             """insert into payments.entitlements (program, household_id, period, amount, breakdown, rule_version,
                                                   run_id, payment_id)
-               values ('JUNTOS', $1, '2026-B5', 20000, '{"base": 20000}', 1, 0, 0)""",
-            entitled,
+               values ($1, $2, '2026-B5', 20000, '{"base": 20000}', 1, 0, 0)""",
+            [("JUNTOS", entitled), ("HAKU_WINAY_STIPEND", elsewhere)],
         )
     run_id = await _create(world)
     s = await _summary(world, run_id)
@@ -135,7 +136,7 @@ async def test_a_household_already_entitled_for_the_period_is_left_out_not_paid_
         kept = await conn.fetch(
             "select run_id, payment_id from payments.entitlements where household_id = $1", entitled
         )
-    assert paid == {rows[0]["household_id"], rows[2]["household_id"]}
+    assert paid == {rows[0]["household_id"], elsewhere}
     assert sorted(r["household_id"] for r in mine) == sorted(paid)  # the run wrote none for the entitled one
     assert [tuple(r) for r in kept] == [(0, 0)]  # and left the earlier one as it was
 
@@ -145,30 +146,40 @@ async def test_payments_are_numbered_into_full_batches_and_reported_in_household
 ) -> None:
     import csv
 
-    await world.register(6, start=50)  # registered first: earlier in the registry's table than the next ones
-    await world.register(5, start=1)
+    # Registered first: earlier in the registry's table than the next ones. Every other household has a child
+    # under 4 (S/ 300.00 instead of 200.00), so batches of other households would have other totals; one
+    # without a bank account, read between the two groups, accrues and must not take a place in a batch.
+    await world.register(6, start=50, children=(0, 1))
+    await world.register(1, start=40, bank=False)
+    await world.register(5, start=1, children=(0, 1))
     await world.fund(10_000_00)
     run_id = await _create(world, batch_size=4)
     async with world.db.connection() as conn:
         sizes = await conn.fetch(
-            "select batch_no, count(*) as n from payments.payments where run_id = $1 group by 1 order by 1", run_id
+            """select batch_no, count(*) as n, sum(amount)::bigint as total, min(amount) as low, max(amount) as high
+                 from payments.payments where run_id = $1 group by 1 order by 1""",
+            run_id,
         )
         batches = await conn.fetch(
             "select batch_no, item_count, total from payments.batches where run_id = $1 order by 1", run_id
         )
+        by_id = await conn.fetch("select household_id from payments.payments where run_id = $1 order by id", run_id)
     assert [(r["batch_no"], r["n"]) for r in sizes] == [(0, 4), (1, 4), (2, 3)]
+    assert any(r["low"] != r["high"] for r in sizes)  # the amounts differ within batches: the totals below tell
     assert [(r["batch_no"], r["item_count"], r["total"]) for r in batches] == [
-        (0, 4, 4 * 200_00),
-        (1, 4, 4 * 200_00),
-        (2, 3, 3 * 200_00),
+        (r["batch_no"], r["n"], r["total"]) for r in sizes
     ]
+    assert sum(r["total"] for r in batches) == 5 * 200_00 + 6 * 300_00  # 50, 52, 54, 2, 4 without a child
+    # Without this the report's order could not be told from the ids' order.
+    paid_households = sorted(r["household_id"] for r in by_id)
+    assert [r["household_id"] for r in by_id] != paid_households, "payment ids follow household order here"
     await _approve(world, run_id)
     await _execute(world, run_id)
     path = tmp_path / "run.csv"
     async with world.db.connection() as conn:
         assert await report.write_csv(conn, run_id, path) == 11
     ids = [line["household_id"] for line in csv.DictReader(path.open())]
-    assert ids == sorted(h["household_id"] for h in world.households)
+    assert ids == paid_households
 
 
 async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: World) -> None:
