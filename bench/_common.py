@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,27 @@ PAYMENT = 200_00  # Juntos pays S/ 200.00 per household per bimester
 def quiet_logs() -> None:
     """Only warnings from the launcher and the ledger: the figures are the output."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def add_loop_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the client's event loop: the standard library's (default) or uvloop's (installed with uvicorn's "
+        "standard extras, which `serve` runs on)",
+    )
+
+
+def run_main(main: Coroutine[Any, Any, None], loop: str = "asyncio") -> None:
+    """Run the benchmark's coroutine on the chosen event loop."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 def add_server_args(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ the same moment are written in one statement and one commit, so it is not one tr
     .venv/bin/python bench/ledger_online.py --hot --clients 16
     .venv/bin/python bench/ledger_online.py --fast --transfers 20000 --runs 1
     .venv/bin/python bench/ledger_online.py --grouped
+    .venv/bin/python bench/ledger_online.py --loop uvloop            # the client on uvloop's event loop
     DATABASE_URL=postgresql://user@host/postgres .venv/bin/python bench/ledger_online.py
 """
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 
 from _common import (
     Server,
+    add_loop_arg,
     add_server_args,
     bench_server,
     build_bulk_ledger,
@@ -37,6 +39,7 @@ from _common import (
     print_summary,
     quiet_logs,
     run_chunks,
+    run_main,
 )
 
 from adapters.postgres.database import Database
@@ -156,7 +159,7 @@ async def measure(server: Server, args: argparse.Namespace) -> None:
         f"online transfers: {args.clients} clients, {args.accounts:,} accounts, "
         f"{'hot (every transfer touches one account)' if args.hot else 'uniform random pairs'}, "
         f"{'grouped (ledger.groups)' if args.grouped else 'one transfer per transaction'}, "
-        f"{args.transfers:,} transfers a run, {args.runs} runs"
+        f"{args.transfers:,} transfers a run, {args.runs} runs, {args.loop} event loop"
     )
     print(
         f"  median run: {median.rate:,.0f} transfers/s, p50 {median.p(50):.2f} ms, p99 {median.p(99):.2f} ms "
@@ -171,6 +174,7 @@ async def measure(server: Server, args: argparse.Namespace) -> None:
             "accounts": args.accounts,
             "hot": args.hot,
             "grouped": args.grouped,
+            "loop": args.loop,
             "transfers_per_run": args.transfers,
             "runs": [round(x.rate, 1) for x in runs],
             "transfers_per_s": round(median.rate, 1),
@@ -196,10 +200,11 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=int, default=1_000, help="transfers before the first run (default 1,000)")
     add_server_args(parser)
+    add_loop_arg(parser)
     args = parser.parse_args()
     if args.accounts < 2 or args.clients < 1 or args.runs < 1 or args.transfers < args.clients:
         parser.error("need at least 2 accounts, 1 client, 1 run and a transfer per client")
-    asyncio.run(run(args))
+    run_main(run(args), args.loop)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ its million accounts live in this process and count); setup's own peak is printe
     .venv/bin/python bench/payment_run.py                      # 1,000,000 households, durable PostgreSQL
     .venv/bin/python bench/payment_run.py --households 100000 --fast
     .venv/bin/python bench/payment_run.py --next-period       # then the next bimester, timed apart
+    .venv/bin/python bench/payment_run.py --loop uvloop       # the executor and the bank on uvloop's loop
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import ctypes
 import gc
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import add_server_args, bench_server, describe, print_summary, quiet_logs
+from _common import add_loop_arg, add_server_args, bench_server, describe, print_summary, quiet_logs, run_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -237,7 +237,7 @@ async def run(args: argparse.Namespace) -> None:
             await control.aclose()
             await get_simulator(app).aclose()
             await db.close()
-        print(describe(server))
+        print(f"{describe(server)}, {args.loop} event loop")
         for r in rounds:
             r.print()
         if verify_s is not None:
@@ -248,6 +248,7 @@ async def run(args: argparse.Namespace) -> None:
             {
                 "bench": "payment_run",
                 "server": server.mode,
+                "loop": args.loop,
                 "households": args.households,
                 "payments": first.summary["run"]["payments_count"],
                 "credited": first.credited["count"],
@@ -279,7 +280,9 @@ def main() -> None:
         help="then run 2026-B6 as well (the households' ledger accounts exist by then), timed apart",
     )
     add_server_args(parser)
-    asyncio.run(run(parser.parse_args()))
+    add_loop_arg(parser)
+    args = parser.parse_args()
+    run_main(run(args), args.loop)
 
 
 if __name__ == "__main__":
