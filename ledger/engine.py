@@ -467,16 +467,19 @@ class Ledger:
         return Transfer.from_json(data)
 
     # ----------------------------------------------------------------------------------------- periods
-    async def close_period(self, name: str, starts_at: datetime, ends_at: datetime) -> None:
-        """Close an accounting period: postings whose effective time falls in it are refused from now on."""
+    async def close_period(self, name: str, starts_at: datetime, ends_at: datetime) -> dict[str, Any]:
+        """Close an accounting period: postings whose effective time falls in it are refused from now on.
+
+        Returns the period as recorded (as :meth:`closed_periods` lists it).
+        """
         if starts_at.tzinfo is None or ends_at.tzinfo is None:
             raise LedgerError("period bounds must include a time zone offset")
         if ends_at <= starts_at:
             raise LedgerError(f"period {name} ends before it starts")
         try:
-            await self.conn.execute(
+            row = await self.conn.fetchrow(
                 """insert into ledger.closed_periods (name, starts_at, ends_at, closed_by)
-                   values ($1, $2, $3, $4)""",
+                   values ($1, $2, $3, $4) returning *""",
                 name,
                 starts_at,
                 ends_at,
@@ -484,6 +487,8 @@ class Ledger:
             )
         except asyncpg.UniqueViolationError as e:
             raise PeriodClosed(f"period {name} is already closed", period=name) from e
+        assert row is not None
+        return dict(row)
 
     async def closed_periods(
         self, *, limit: int = 100, cursor: str | None = None

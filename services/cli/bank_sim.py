@@ -85,7 +85,7 @@ def bank_sim(
         )
     except SimStateMismatch as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None  # a refusal (the folder holds another world), not a usage error
     where = "memory" if in_memory else str(folder)
     typer.echo(f"simulated bank on http://{host}:{port} (faults {faults.value}, state {where}); Ctrl-C to stop")
     # log_config=None: uvicorn's records go to the root handler, which masks personal data (services.logs)

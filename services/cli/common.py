@@ -114,11 +114,14 @@ def command(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
             raise typer.Exit(1) from None
         except OSError as e:
             if e.filename is not None and not isinstance(e, ConnectionError):  # a file of the command's, not the server
-                err.print(
-                    f"[bold red]error:[/] cannot use {escape(str(e.filename))}: {escape(str(e.strerror or e))}",
-                    highlight=False,
-                )
-                err.print("[dim]hint:[/] check that the path exists and that you may read or write it")
+                detail = f"cannot use {e.filename}: {e.strerror or e}"
+                hint = "check that the path exists and that you may read or write it"
+                if kwargs.get("as_json"):  # a refusal like the others, not a usage or connection error
+                    print_json(
+                        {"error": "file-unusable", "title": "File cannot be used", "detail": detail, "hint": hint}
+                    )
+                err.print(f"[bold red]error:[/] {escape(detail)}", highlight=False)
+                err.print(f"[dim]hint:[/] {hint}")
                 raise typer.Exit(1) from None
             err.print(f"[bold red]error:[/] cannot reach the database: {escape(str(e))}", highlight=False)
             err.print("[dim]hint:[/] check DATABASE_URL, or unset it to use the embedded PostgreSQL")
@@ -135,6 +138,8 @@ def _hint(e: AppError) -> str:
         "insufficient-funds": "fund the account first, or lower the amount",
         "idempotency-key-reused": "use a new --key for a different operation",
         "account-not-found": "list accounts with `cct-ledger accounts list`",
+        "token-not-found": "list tokens, their names and ids, with `cct-ledger token list`",
+        "transfer-not-found": "an account's statement lists its transfers' ids: `cct-ledger accounts statement CODE`",
     }.get(e.type, "")
 
 

@@ -18,7 +18,7 @@ app = typer.Typer(
 
 @app.command("upgrade")
 @command
-async def upgrade() -> None:
+async def upgrade(as_json: bool = JSON_OPTION) -> None:
     """Apply every migration (idempotent).
 
     Example: cct-ledger db upgrade
@@ -26,6 +26,9 @@ async def upgrade() -> None:
     s = settings()
     url = await resolve_database_url(s)
     await migrate.upgrade(url)
+    if as_json:
+        print_json({"revision": migrate.head_revision(), "migrated": True})
+        return
     console.print(f"database migrated to {migrate.head_revision()}")
 
 

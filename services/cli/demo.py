@@ -27,6 +27,7 @@ from adapters.postgres import migrate
 from adapters.postgres.bootstrap import embedded_server
 from adapters.postgres.database import Database, asyncpg_dsn
 from ledger import audit
+from ledger.errors import AppError, ErrorKind
 from ledger.money import format_minor
 from services.cli.bank_sim import FaultsChoice
 from services.cli.common import command, console, err, print_json, settings, table
@@ -68,6 +69,14 @@ class Demo:
         self.steps.append(Step(name, time.perf_counter() - started))
 
 
+class DemoDatabaseInUse(AppError):
+    """The demo would run in a database that already holds payment runs (``DATABASE_URL``)."""
+
+    type = "demo-database-in-use"
+    title = "The demo needs an empty database"
+    kind = ErrorKind.CONFLICT
+
+
 def _bar() -> Progress:
     return Progress(
         TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
@@ -84,9 +93,9 @@ async def _database(database: str) -> str:
             if await conn.fetchval("select to_regclass('payments.runs') is not null") and await conn.fetchval(
                 "select exists (select 1 from payments.runs)"
             ):
-                raise typer.BadParameter(
-                    "DATABASE_URL points at a database that already has payment runs; the demo needs an empty one "
-                    "(unset DATABASE_URL to use the embedded server)"
+                raise DemoDatabaseInUse(
+                    "DATABASE_URL points at a database that already has payment runs; the demo needs an empty one: "
+                    "point DATABASE_URL at a new database, or unset it to use the embedded server"
                 )
         finally:
             await conn.close()
@@ -111,7 +120,12 @@ async def demo(
     faults: FaultsChoice = typer.Option(
         FaultsChoice.NONE, "--faults", case_sensitive=False, help="Bank fault profile: none, flaky or hostile."
     ),
-    database: str = typer.Option("cct_demo", "--database", help="Database created afresh in the embedded server."),
+    database: str = typer.Option(
+        "cct_demo",
+        "--database",
+        help="Database created afresh in the embedded server (with DATABASE_URL set, that database is used instead, "
+        "and must hold no payment run).",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the summary as JSON on stdout for scripts; the narrative goes to stderr."
     ),
@@ -122,13 +136,14 @@ async def demo(
 
     Example: cct-ledger demo --households 1000000
     """
-    stdout = console.file
+    # The console's own setting, not `console.file`: unset, it follows whatever sys.stdout is when it writes.
+    configured = console._file
     if as_json:
         console.file = sys.stderr  # stdout carries the JSON summary alone
     try:
         await _demo(households, seed, faults.value, database, as_json)
     finally:
-        console.file = stdout
+        console.file = configured  # type: ignore[assignment]
 
 
 async def _demo(households: int, seed: int, faults: str, database: str, as_json: bool) -> None:
@@ -143,7 +158,8 @@ async def _demo(households: int, seed: int, faults: str, database: str, as_json:
     with d.step("Database"):
         url = await _database(database)
         await migrate.upgrade(url)
-        console.print(f"PostgreSQL database {database!r} ready and migrated ({migrate.head_revision()})")
+        where = "DATABASE_URL's database" if s.database_url else f"PostgreSQL database {database!r}"
+        console.print(f"{where} ready and migrated ({migrate.head_revision()})")
     db = await Database.connect(url, max_size=12)
     app = create_app(seed=seed, faults=faults)
     bank, control = connect(app)
@@ -154,7 +170,7 @@ async def _demo(households: int, seed: int, faults: str, database: str, as_json:
         await control.aclose()
         await get_simulator(app).aclose()
         await db.close()
-    _finale(d, time.perf_counter() - started, database, as_json)
+    _finale(d, time.perf_counter() - started, None if s.database_url else database, as_json)
 
 
 async def _run(d: Demo, db: Database, bank: Any, control: SimControl) -> None:
@@ -333,7 +349,8 @@ def _program() -> str:
     return typed if Path(typed).name == "cct-ledger" else "cct-ledger"
 
 
-def _finale(d: Demo, seconds: float, database: str, as_json: bool) -> None:
+def _finale(d: Demo, seconds: float, database: str | None, as_json: bool) -> None:
+    """The summary; ``database`` is the embedded server's demo database, None for DATABASE_URL's."""
     runs = [r for r in d.runs if "run" in r]
     verify = next((r["verify"] for r in d.runs if "verify" in r), None)
     rows = []
@@ -374,7 +391,7 @@ def _finale(d: Demo, seconds: float, database: str, as_json: bool) -> None:
                 "households": d.households,
                 "seed": d.seed,
                 "faults": d.faults,
-                "database": database,
+                "database": database or "DATABASE_URL",
                 "runs": [
                     {
                         "run": r["run"]["id"],
@@ -395,7 +412,7 @@ def _finale(d: Demo, seconds: float, database: str, as_json: bool) -> None:
         )
     console.print(
         f"ledger verify: {'[bold green]ok[/]' if ok else '[bold red]FAILED[/]'}; total {seconds:,.1f} s. "
-        f"Explore: CCT_DB_NAME={database} {_program()} runs list"
+        f"Explore: {f'CCT_DB_NAME={database} ' if database else ''}{_program()} runs list"
     )
     if not ok:
         raise typer.Exit(1)

@@ -227,13 +227,20 @@ def _available_after(normal: NormalBalance, line: StatementLine) -> int:
 
 @accounts.command("close")
 @command
-async def accounts_close(code: str = typer.Argument(...), user: str | None = USER_OPTION) -> None:
+async def accounts_close(
+    code: str = typer.Argument(..., help="Account code, e.g. household:HH00000123:savings"),
+    user: str | None = USER_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Close an account (its balance must be zero with nothing pending).
 
     Example: cct-ledger accounts close household:HH00000123:savings
     """
     async with database() as db, db.connection() as conn:
-        await Ledger(conn, actor(user)).close_account(code)
+        account = await Ledger(conn, actor(user)).close_account(code)
+    if as_json:
+        print_json(account.to_dict())
+        return
     console.print(f"account {escape(code)} closed")
 
 
@@ -285,10 +292,10 @@ async def transfer_create(
     debit: list[str] = typer.Option(..., "--debit", help="ACCOUNT=AMOUNT (repeatable)."),
     credit: list[str] = typer.Option(..., "--credit", help="ACCOUNT=AMOUNT (repeatable)."),
     key: str = typer.Option(..., "--key", help="Idempotency key: rerunning with the same key does nothing twice."),
-    currency: str = typer.Option("PEN"),
+    currency: str = typer.Option("PEN", "--currency", help="ISO 4217 code of every posting's account."),
     pending: bool = typer.Option(False, "--pending", help="Create a hold to post or void later."),
     expires_in: int | None = typer.Option(None, "--expires-in", help="Seconds until a pending hold expires."),
-    description: str = typer.Option("", "--description"),
+    description: str = typer.Option("", "--description", help="Stored on the transfer."),
     as_json: bool = JSON_OPTION,
     user: str | None = USER_OPTION,
 ) -> None:
@@ -334,7 +341,7 @@ async def transfer_post(
 async def transfer_void(
     transfer_id: int = TRANSFER_ID,
     key: str = typer.Option(..., "--key", help="Idempotency key."),
-    reason: str | None = typer.Option(None, "--reason"),
+    reason: str | None = typer.Option(None, "--reason", help="Why it is voided; stored with the void."),
     as_json: bool = JSON_OPTION,
     user: str | None = USER_OPTION,
 ) -> None:
@@ -352,7 +359,7 @@ async def transfer_void(
 async def transfer_reverse(
     transfer_id: int = TRANSFER_ID,
     key: str = typer.Option(..., "--key", help="Idempotency key."),
-    description: str = typer.Option("", "--description"),
+    description: str = typer.Option("", "--description", help="Stored on the reversing transfer."),
     as_json: bool = JSON_OPTION,
     user: str | None = USER_OPTION,
 ) -> None:
@@ -427,13 +434,17 @@ async def periods_close(
     start: datetime = typer.Option(..., "--from", help="Start (inclusive), ISO 8601; UTC if no offset."),
     end: datetime = typer.Option(..., "--to", help="End (exclusive), ISO 8601; UTC if no offset."),
     user: str | None = USER_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Close an accounting period: postings with an effective time inside it are refused.
 
     Example: cct-ledger periods close 2026-B4 --from 2026-07-01 --to 2026-09-01
     """
     async with database() as db, db.connection() as conn:
-        await Ledger(conn, actor(user)).close_period(name, _aware(start), _aware(end))
+        period = await Ledger(conn, actor(user)).close_period(name, _aware(start), _aware(end))
+    if as_json:  # as `periods list` shows it
+        print_json(period)
+        return
     console.print(f"period {escape(name)} closed")
 
 

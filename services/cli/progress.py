@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from services.cli.common import err
 
@@ -49,3 +59,14 @@ class Bars:
         if phase not in self._tasks:
             self.start(phase, 0)
         self._progress.advance(self._tasks[phase], amount)
+
+
+@contextmanager
+def working(description: str) -> Iterator[None]:
+    """A spinner with the time elapsed on stderr, for one long step that cannot count its progress (a single
+    statement in the database); gone when the step ends, and nothing at all when stderr is not a terminal."""
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+    ) as spinner:
+        spinner.add_task(description, total=None)
+        yield

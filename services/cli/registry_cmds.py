@@ -38,7 +38,8 @@ from services.registry.errors import ImportRejected
 from services.registry.padron import CsvSource, write_rejects
 
 households = typer.Typer(
-    help="Households: import the padron, show, list.\n\nExample: cct-ledger households import padron.csv --user maria",
+    help="Households: import the padron, show, list, and the record of personal data revealed.\n\n"
+    "Example: cct-ledger households import padron.csv --user maria",
     no_args_is_help=True,
 )
 compliance = typer.Typer(
@@ -104,7 +105,22 @@ def _require_writable(path: Path) -> None:
 
 def _refused(e: ImportRejected, as_json: bool) -> NoReturn:
     if as_json:
-        print_json({"error": e.type, "detail": e.detail, "errors": e.errors, "errors_total": len(e.errors)})
+        hint = (
+            "fix the rows listed, or import the valid ones with --skip-invalid --rejects FILE"
+            if e.extra.get("kind") == "households"
+            else "fix the rows listed and import the whole file again"
+        )
+        print_json(
+            {
+                **e.extra,
+                "error": e.type,
+                "title": e.title,
+                "detail": e.detail,
+                "hint": hint,
+                "errors": e.errors,
+                "errors_total": len(e.errors),
+            }
+        )
     else:
         _print_errors(e.errors, len(e.errors), "invalid rows")
         err.print(f"[bold red]error:[/] {escape(e.detail)}", highlight=False)
@@ -193,18 +209,20 @@ async def compliance_import(
 ) -> None:
     """Import a period's verification results: non-compliant households are suspended for that period only.
 
-    compliant accepts true/false, 1/0, si/no (any case). All-or-nothing: a bad value or an unknown household
-    refuses the file. Re-importing updates changed values and keeps the earlier ones in the history.
+    compliant accepts true/false, 1/0, si/sí/no, yes (any case). All-or-nothing: a bad value, an unknown
+    household or a household listed twice refuses the file. Re-importing updates changed values and keeps the
+    earlier ones in the history.
 
     Example: cct-ledger compliance import --program JUNTOS --period 2026-B5 verification.csv --user maria
     """
     source = CsvSource.from_path(file)
     async with database() as db:
         try:
-            async with db.unit_of_work() as conn:
-                report = await service.import_compliance(
-                    conn, source, program=program, period=period, actor=actor(user)
-                )
+            with _progress(not as_json) as progress:
+                async with db.unit_of_work() as conn:
+                    report = await service.import_compliance(
+                        conn, source, program=program, period=period, actor=actor(user), progress=progress
+                    )
         except ImportRejected as e:
             _refused(e, as_json)
     if as_json:

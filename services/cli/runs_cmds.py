@@ -26,7 +26,7 @@ from services.cli.common import (
     settings,
     table,
 )
-from services.cli.progress import Bars
+from services.cli.progress import Bars, working
 from services.payments import report, repository, service
 from services.payments.errors import RunNotApproved
 from services.payments.execute import ExecuteOptions, RunExecutor
@@ -130,8 +130,9 @@ async def create(
     """
     actor = require_user(user, "runs create")
     async with database() as db:
-        async with db.unit_of_work() as conn:
-            created = await service.create_run(conn, program, period, actor, batch_size)
+        with working(f"creating the {program} {period} run: entitlements and payment snapshots"):
+            async with db.unit_of_work() as conn:
+                created = await service.create_run(conn, program, period, actor, batch_size)
         async with db.connection() as conn:
             s = await report.summary(conn, created.run["id"])
     if as_json:
@@ -245,7 +246,7 @@ async def show(run_id: int = RUN_ID, as_json: bool = JSON_OPTION) -> None:
 @app.command("list")
 @command
 async def list_runs(
-    program: str | None = typer.Option(None, "--program"),
+    program: str | None = typer.Option(None, "--program", help="Only this program's runs, e.g. JUNTOS."),
     limit: int = limit_option(20),
     cursor: str | None = CURSOR_OPTION,
     as_json: bool = JSON_OPTION,
@@ -311,12 +312,15 @@ async def report_cmd(
 
 @app.command("close")
 @command
-async def close(run_id: int = RUN_ID, user: str | None = USER) -> None:
+async def close(run_id: int = RUN_ID, user: str | None = USER, as_json: bool = JSON_OPTION) -> None:
     """Close a settled run.
 
     Example: cct-ledger runs close 7 --user maria
     """
     actor = require_user(user, "runs close")
     async with database() as db, db.unit_of_work() as conn:
-        await service.close_run(conn, run_id, actor)
+        run = await service.close_run(conn, run_id, actor)
+    if as_json:
+        print_json(run)
+        return
     console.print(f"run {run_id} closed")

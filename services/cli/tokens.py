@@ -6,7 +6,18 @@ import typer
 
 from services.auth import service
 from services.auth.service import Role
-from services.cli.common import JSON_OPTION, USER_OPTION, actor, command, console, database, err, print_page, table
+from services.cli.common import (
+    JSON_OPTION,
+    USER_OPTION,
+    actor,
+    command,
+    console,
+    database,
+    err,
+    print_json,
+    print_page,
+    table,
+)
 
 app = typer.Typer(
     help="API tokens: create, list, revoke.\n\nExample: TOKEN=$(cct-ledger token create --name maria --role operator)",
@@ -64,11 +75,17 @@ async def list_(as_json: bool = JSON_OPTION) -> None:
 
 @app.command("revoke")
 @command
-async def revoke(name_or_id: str = typer.Argument(..., help="Token name (revokes all its live tokens) or id.")) -> None:
+async def revoke(
+    name_or_id: str = typer.Argument(..., help="Token name (revokes all its live tokens) or id."),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Revoke tokens: requests with them get 401 from then on (within the server's token cache time).
 
     Example: cct-ledger token revoke maria
     """
     async with database() as db, db.connection() as conn:
         n = await service.revoke_token(conn, name_or_id)
+    if as_json:
+        print_json({"revoked": n})
+        return
     console.print(f"revoked {n} token(s)")

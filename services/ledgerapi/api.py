@@ -225,8 +225,7 @@ async def seal(who: Admin, conn: Conn) -> dict[str, Any]:
 @router.post("/ledger/periods", status_code=201, summary="Close an accounting period")
 async def close_period(body: PeriodClose, who: Admin, conn: Conn) -> dict[str, Any]:
     """Postings with an effective time in [starts_at, ends_at) are refused from now on (admin only)."""
-    await Ledger(conn, who.name).close_period(body.name, body.starts_at, body.ends_at)
-    return {"name": body.name, "starts_at": body.starts_at.isoformat(), "ends_at": body.ends_at.isoformat()}
+    return await Ledger(conn, who.name).close_period(body.name, body.starts_at, body.ends_at)
 
 
 @router.get("/ledger/periods", summary="Closed accounting periods")

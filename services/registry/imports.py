@@ -272,6 +272,7 @@ async def import_compliance(
     program: str,
     period: str,
     actor: str,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Record a period's verification results: non-compliant households are suspended for that period only.
 
@@ -279,15 +280,17 @@ async def import_compliance(
     case. All-or-nothing: a bad value, an unknown household or a duplicate refuses the file. Re-importing
     updates the values that changed and keeps every earlier value in ``registry.compliance_history``.
 
+    ``progress`` is called as rows are validated (phase ``validate``) and merged (phase ``merge``).
+
     Raises:
         ProgramNotFound, InvalidPeriod, InvalidImportFile, ImportRejected.
     """
     async with conn.transaction():
-        return await _import_compliance(conn, source, program, period, actor)
+        return await _import_compliance(conn, source, program, period, actor, progress)
 
 
 async def _import_compliance(
-    conn: Connection, source: CsvSource, program: str, period: str, actor: str
+    conn: Connection, source: CsvSource, program: str, period: str, actor: str, progress: Progress | None
 ) -> ImportReport:
     parsed_program, parsed_period = await resolve_period(conn, program, period)
     code, period_code = parsed_program.code, parsed_period.code
@@ -299,12 +302,15 @@ async def _import_compliance(
     records: list[tuple[int, str, bool, str]] = []
     seen: dict[str, int] = {}
     total = 0
+    expected = max(source.lines - 1, 0)
     with source.open_text() as text:
         header, lines = open_rows(text, source.name, COMPLIANCE_COLUMNS)
         report.header = header
         ix = {name: i for i, name in enumerate(header)}
         for line, raw in lines:
             total += 1
+            if total % COPY_CHUNK == 0:
+                _report(progress, "validate", total, expected)
             if len(raw) != len(header):
                 rejected.append(
                     Rejected(
@@ -327,7 +333,11 @@ async def _import_compliance(
             value = raw[ix["compliant"]]
             compliant = parse_bool(value)
             if compliant is None:
-                reason = "is required" if not value.strip() else f"{value.strip()!r} is not true/false, 1/0 or si/no"
+                reason = (
+                    "is required"
+                    if not value.strip()
+                    else f"{value.strip()!r} is not true/false, 1/0, si/sí/no or yes (any case)"
+                )
                 errors.append(RowError(line, "compliant", reason, hid or None))
             why = raw[ix["reason"]].strip()
             if len(why) > MAX_REASON:
@@ -337,6 +347,7 @@ async def _import_compliance(
             elif compliant is not None:
                 records.append((line, hid, compliant, why))
     report.rows = total
+    _report(progress, "validate", total, total)
     if total == 0:
         raise InvalidImportFile(f"{source.name} has a header but no rows")
     if not rejected:
@@ -362,7 +373,9 @@ async def _import_compliance(
         program=code,
         period=period_code,
     )
+    _report(progress, "merge", 0, None)
     report.inserted, report.updated = await repository.merge_compliance(conn, import_id, code, period_code)
+    _report(progress, "merge", total, total)
     report.unchanged = total - report.inserted - report.updated
     if report.changed:
         report.import_id = import_id

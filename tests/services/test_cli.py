@@ -169,3 +169,121 @@ def test_a_second_token_with_a_name_is_made_but_noted(cli: Cli) -> None:
     assert second.stdout.strip().startswith("cct_")  # stdout is still the token alone
     assert "maria already has live token(s) #" in _text(second.stderr)
     assert "(operator)" in second.stderr
+
+
+def test_the_writes_that_print_a_sentence_print_json_for_scripts(cli: Cli) -> None:
+    """Closing an account or a period, revoking a token, migrating: with --json, what was done, and a refusal
+    is JSON too."""
+    assert cli("accounts", "create", "household:HH00000001:savings", "--normal", "credit").exit_code == 0
+    closed = cli("accounts", "close", "household:HH00000001:savings", "--json")
+    assert closed.exit_code == 0, closed.output
+    account = json.loads(closed.stdout)
+    assert (account["code"], account["closed"]) == ("household:HH00000001:savings", True)
+    again = cli("accounts", "close", "household:HH00000001:savings", "--json")
+    assert again.exit_code == 1
+    assert json.loads(again.stdout)["error"] == "account-closed"
+
+    period = cli("periods", "close", "2026-B4", "--from", "2026-07-01", "--to", "2026-09-01", "--json")
+    assert period.exit_code == 0, period.output
+    listed = json.loads(cli("periods", "list", "--json").stdout)["data"]
+    assert json.loads(period.stdout) == listed[0]
+    assert (listed[0]["name"], listed[0]["closed_by"]) == ("2026-B4", "cli-tester")
+
+    assert cli("token", "create", "--name", "maria", "--role", "operator").exit_code == 0
+    assert cli("token", "create", "--name", "maria", "--role", "operator").exit_code == 0
+    revoked = cli("token", "revoke", "maria", "--json")
+    assert (revoked.exit_code, json.loads(revoked.stdout)) == (0, {"revoked": 2})
+    unknown = cli("token", "revoke", "maria", "--json")
+    assert unknown.exit_code == 1
+    error = json.loads(unknown.stdout)
+    assert error["error"] == "token-not-found"
+    assert "cct-ledger token list" in error["hint"]
+
+    migrated = cli("db", "upgrade", "--json")
+    assert migrated.exit_code == 0, migrated.output
+    status = json.loads(cli("db", "status", "--json").stdout)
+    assert json.loads(migrated.stdout) == {"revision": status["head"], "migrated": True}
+
+
+def test_with_json_a_file_error_is_json_too(cli: Cli, tmp_path: Path) -> None:
+    padron = tmp_path / "padron.csv"
+    padron.write_text(
+        "household_id,titular_dni,titular_name,ubigeo,cci,status,enrolled_on,children_under_4,"
+        "upper_secondary_students\n000001,12345678,Ana Quispe,080101,,active,2024-01-15,1,0\n"
+    )
+    assert cli("programs", "load").exit_code == 0
+    assert cli("households", "import", str(padron)).exit_code == 0
+    created = cli("runs", "create", "--program", "JUNTOS", "--period", "2026-B5", "--user", "maria", "--json")
+    assert created.exit_code == 0, created.output
+    run_id = str(json.loads(created.stdout)["run"]["id"])
+    target = tmp_path / "missing" / "run.csv"
+    result = cli("runs", "report", run_id, "--csv", str(target), "--json")
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)
+    assert error["error"] == "file-unusable"
+    assert str(target) in error["detail"]
+    assert error["hint"]
+    assert str(target) in result.stderr  # and said to a person as before
+
+
+def test_an_import_refused_as_json_says_what_and_how_to_fix_it(cli: Cli, tmp_path: Path) -> None:
+    padron = tmp_path / "padron.csv"
+    padron.write_text(
+        "household_id,titular_dni,titular_name,ubigeo,cci,status,enrolled_on,children_under_4,"
+        "upper_secondary_students\n000001,12345678,Ana Quispe,080101,,active,2024-01-15,1,0\n"
+        "000002,bad,Luz Sosa,080101,,active,2024-01-15,1,0\n"
+    )
+    assert cli("programs", "load").exit_code == 0
+    result = cli("households", "import", str(padron), "--json")
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)
+    assert error["error"] == "import-rejected"
+    assert error["title"] == "Import rejected: invalid rows"
+    assert "--skip-invalid" in error["hint"]
+    assert (error["rows"], error["rejected"], error["errors_total"]) == (2, 1, 1)
+    assert [(e["line"], e["column"]) for e in error["errors"]] == [(3, "titular_dni")]
+
+
+def test_the_demo_refuses_a_database_with_runs_as_a_refusal_not_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    padron = tmp_path / "padron.csv"
+    padron.write_text(
+        "household_id,titular_dni,titular_name,ubigeo,cci,status,enrolled_on,children_under_4,"
+        "upper_secondary_students\n000001,12345678,Ana Quispe,080101,,active,2024-01-15,1,0\n"
+    )
+    assert cli("programs", "load").exit_code == 0
+    assert cli("households", "import", str(padron)).exit_code == 0
+    assert cli("runs", "create", "--program", "JUNTOS", "--period", "2026-B5", "--user", "maria").exit_code == 0
+    result = cli("demo", "--households", "10", "--json")  # DATABASE_URL is the test's database, with a run
+    assert result.exit_code == 1, result.output
+    error = json.loads(result.stdout)
+    assert error["error"] == "demo-database-in-use"
+    assert "unset it to use the embedded server" in error["detail"]
+    listed = json.loads(cli("runs", "list", "--json").stdout)["data"]
+    assert len(listed) == 1  # nothing of the demo was written
+
+
+def test_serve_takes_port_zero_and_refuses_a_port_out_of_range(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append(k))
+    assert cli("serve", "--port", "0").exit_code == 0
+    assert cli("serve").exit_code == 0
+    assert [c["port"] for c in calls] == [0, 8000]  # 0 is a port to bind (any free one), not "unset"
+    refused = cli("serve", "--port", "70000")
+    assert refused.exit_code == 2
+    assert "less than or equal to 65535" in _text(refused.output)
+
+
+def test_a_bank_state_folder_of_another_world_is_a_refusal(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from adapters.bank.simulator import create_app
+
+    create_app(state_dir=tmp_path, seed=3)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    result = cli("bank-sim", "--state-dir", str(tmp_path), "--seed", "4")
+    assert result.exit_code == 1
+    assert "seed" in result.stderr

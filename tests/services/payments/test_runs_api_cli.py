@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -142,3 +143,21 @@ async def test_runs_from_the_command_line(world: World, cli_env: dict[str, str])
         helped = await loop.run_in_executor(None, run, command)
         assert helped.exit_code == 0
         assert "Example" in helped.output or "Commands" in helped.output
+
+
+async def test_closing_a_run_from_the_command_line_prints_it_for_scripts(world: World, cli_env: dict[str, str]) -> None:
+    from tests.services.payments.test_runs import _approve, _create, _execute
+
+    await world.register(3)
+    await world.fund(10_000_00)
+    run_id = await _create(world)
+    loop = asyncio.get_running_loop()
+    early = await loop.run_in_executor(None, _run, ["runs", "close", str(run_id), "--user", "ana", "--json"])
+    assert early.exit_code == 1
+    assert json.loads(early.stdout)["error"] == "run-state"  # not settled yet: a refusal, as JSON
+    await _approve(world, run_id)
+    await _execute(world, run_id)
+    closed = await loop.run_in_executor(None, _run, ["runs", "close", str(run_id), "--user", "ana", "--json"])
+    assert closed.exit_code == 0, closed.output
+    run = json.loads(closed.stdout)
+    assert (run["id"], run["status"], run["closed_by"]) == (run_id, "closed", "ana")

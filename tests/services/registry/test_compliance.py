@@ -61,7 +61,7 @@ async def test_bad_values_unknown_and_duplicate_households_are_refused_per_line(
     with pytest.raises(ImportRejected) as caught:
         await run_compliance(loaded, text)
     assert [(e["line"], e["column"], e["reason"]) for e in caught.value.errors] == [
-        (2, "compliant", "'maybe' is not true/false, 1/0 or si/no"),
+        (2, "compliant", "'maybe' is not true/false, 1/0, si/sí/no or yes (any case)"),
         (3, "compliant", "is required"),
         (5, "household_id", "duplicate: H3 already appears on line 4"),
     ]
@@ -103,3 +103,23 @@ async def test_program_and_period_are_checked(loaded: Database) -> None:
         await run_compliance(loaded, text, program="HAKU_WINAY_STIPEND", period="2026-B5")
     with pytest.raises(ProgramNotFound):
         await run_compliance(loaded, text, program="NOPE")
+
+
+async def test_an_import_reports_its_progress_by_phase(loaded: Database) -> None:
+    from services.registry.service import import_compliance
+    from tests.services.registry.conftest import source
+
+    await _registry(loaded)
+    seen: list[tuple[str, int, int | None]] = []
+    text = csv_text([[f"H{i}", "si", ""] for i in range(1, 7)], COLUMNS)
+    async with loaded.unit_of_work() as conn:
+        report = await import_compliance(
+            conn,
+            source(text, "verification.csv"),
+            program="JUNTOS",
+            period="2026-B5",
+            actor="ana",
+            progress=lambda phase, done, total: seen.append((phase, done, total)),
+        )
+    assert report.inserted == 6
+    assert seen == [("validate", 6, 6), ("merge", 0, None), ("merge", 6, 6)]

@@ -102,7 +102,7 @@ def test_compliance_errors_and_help(cli: Cli, tmp_path: Path) -> None:
     verification = write(tmp_path / "v.csv", "household_id,compliant,reason\nH1,maybe,\n")
     refused = cli("compliance", "import", "--program", "JUNTOS", "--period", "2026-B5", str(verification))
     assert refused.exit_code == 1
-    assert "'maybe' is not true/false, 1/0 or si/no" in refused.stderr
+    assert "'maybe' is not true/false, 1/0, si/sí/no or yes (any case)" in refused.stderr
     missing = cli("households", "import", str(tmp_path / "nope.csv"))
     assert missing.exit_code == 1
     assert "cannot read" in missing.stderr
