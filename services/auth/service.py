@@ -97,18 +97,15 @@ async def live_tokens_named(conn: Connection, name: str) -> list[dict[str, Any]]
     return [dict(r) for r in rows]
 
 
-async def revoke_token(conn: Connection, name_or_id: str) -> int:
-    """Revoke every live token with this name (or the token with this id); returns how many."""
-    if name_or_id.isascii() and name_or_id.isdigit() and int(name_or_id) < 2**63:
-        rows = await conn.fetch(
-            "update auth.tokens set revoked_at = clock_timestamp() where id = $1 and revoked_at is null returning id",
-            int(name_or_id),
-        )
-    else:
-        rows = await conn.fetch(
-            "update auth.tokens set revoked_at = clock_timestamp() where name = $1 and revoked_at is null returning id",
-            name_or_id,
-        )
+async def revoke_token(conn: Connection, name_or_id: str, revoked_by: str = "") -> int:
+    """Revoke every live token with this name (or the token with this id), recording who; returns how many."""
+    by_id = name_or_id.isascii() and name_or_id.isdigit() and int(name_or_id) < 2**63
+    rows = await conn.fetch(
+        f"""update auth.tokens set revoked_at = clock_timestamp(), revoked_by = $2
+             where {"id = $1::bigint" if by_id else "name = $1"} and revoked_at is null returning id""",
+        int(name_or_id) if by_id else name_or_id,
+        revoked_by,
+    )
     if not rows:
         raise TokenNotFound(f"no live token named or numbered {name_or_id!r}", token=name_or_id)
     _cache.clear()
@@ -117,7 +114,7 @@ async def revoke_token(conn: Connection, name_or_id: str) -> int:
 
 async def list_tokens(conn: Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        "select id, name, role, prefix, created_at, created_by, revoked_at from auth.tokens order by id"
+        "select id, name, role, prefix, created_at, created_by, revoked_at, revoked_by from auth.tokens order by id"
     )
     return [dict(r) for r in rows]
 

@@ -64,9 +64,18 @@ async def list_(as_json: bool = JSON_OPTION) -> None:
     console.print(
         table(
             "API tokens",
-            ["id", "name", "role", "prefix", "created", "revoked"],
+            ["id", "name", "role", "prefix", "created", "by", "revoked", "by"],
             [
-                (r["id"], r["name"], r["role"], r["prefix"] + "…", r["created_at"][:19], (r["revoked_at"] or "")[:19])
+                (
+                    r["id"],
+                    r["name"],
+                    r["role"],
+                    r["prefix"] + "…",
+                    r["created_at"][:19],
+                    r["created_by"],
+                    (r["revoked_at"] or "")[:19],
+                    r["revoked_by"] or "",
+                )
                 for r in rows
             ],
         )
@@ -78,13 +87,14 @@ async def list_(as_json: bool = JSON_OPTION) -> None:
 async def revoke(
     name_or_id: str = typer.Argument(..., help="Token name (revokes all its live tokens) or id."),
     as_json: bool = JSON_OPTION,
+    user: str | None = USER_OPTION,
 ) -> None:
     """Revoke tokens: requests with them get 401 from then on (within the server's token cache time).
 
     Example: cct-ledger token revoke maria
     """
     async with database() as db, db.connection() as conn:
-        n = await service.revoke_token(conn, name_or_id)
+        n = await service.revoke_token(conn, name_or_id, revoked_by=actor(user))
     if as_json:
         print_json({"revoked": n})
         return

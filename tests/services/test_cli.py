@@ -191,8 +191,10 @@ def test_the_writes_that_print_a_sentence_print_json_for_scripts(cli: Cli) -> No
 
     assert cli("token", "create", "--name", "maria", "--role", "operator").exit_code == 0
     assert cli("token", "create", "--name", "maria", "--role", "operator").exit_code == 0
-    revoked = cli("token", "revoke", "maria", "--json")
+    revoked = cli("token", "revoke", "maria", "--json", "--user", "ana")
     assert (revoked.exit_code, json.loads(revoked.stdout)) == (0, {"revoked": 2})
+    tokens = json.loads(cli("token", "list", "--json").stdout)["data"]
+    assert [(t["name"], t["created_by"], t["revoked_by"]) for t in tokens] == [("maria", "cli-tester", "ana")] * 2
     unknown = cli("token", "revoke", "maria", "--json")
     assert unknown.exit_code == 1
     error = json.loads(unknown.stdout)

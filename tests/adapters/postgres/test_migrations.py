@@ -173,3 +173,32 @@ async def test_an_unmigrated_database_is_named_and_the_demos_is_pointed_at(pg_se
     assert "The database 'postgres' is at migration none" in refused.value.detail
     assert "set CCT_DB_NAME=cct_demo" in refused.value.detail
     assert "cct-ledger db upgrade" in refused.value.detail
+
+
+async def test_who_revoked_a_token_is_not_erased_by_a_downgrade(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            """insert into auth.tokens (name, role, token_hash, prefix, revoked_at)
+               values ('old', 'auditor', '\\x01', 'p1', clock_timestamp())"""
+        )
+        await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0010_personal_data_reveals")
+        assert (
+            await conn.fetchval(
+                "select count(*) from information_schema.columns where table_name = 'tokens' and column_name = 'revoked_by'"
+            )
+            == 0
+        )
+        await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")
+        await conn.execute(
+            """insert into auth.tokens (name, role, token_hash, prefix, revoked_at, revoked_by)
+               values ('maria', 'operator', '\\x02', 'p2', clock_timestamp(), 'ana')"""
+        )
+        with pytest.raises(Exception, match="would erase"):
+            await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0010_personal_data_reveals")
+        assert await conn.fetchval("select revoked_by from auth.tokens where name = 'maria'") == "ana"
+        assert await conn.fetchval("select version_num from alembic_version") == "0011_token_revoked_by"
+        with pytest.raises(asyncpg.CheckViolationError):  # nobody revokes a live token
+            await conn.execute("update auth.tokens set revoked_at = null where name = 'maria'")
+    finally:
+        await conn.close()
