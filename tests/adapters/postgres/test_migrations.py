@@ -185,7 +185,8 @@ async def test_who_revoked_a_token_is_not_erased_by_a_downgrade(db_url: str) -> 
         await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0010_personal_data_reveals")
         assert (
             await conn.fetchval(
-                "select count(*) from information_schema.columns where table_name = 'tokens' and column_name = 'revoked_by'"
+                """select count(*) from information_schema.columns
+                    where table_schema = 'auth' and table_name = 'tokens' and column_name = 'revoked_by'"""
             )
             == 0
         )
