@@ -39,7 +39,7 @@ declare
 begin
     if n > 0 then
         raise exception 'auth.tokens records who revoked % token(s); this downgrade would erase it: export them '
-            'first, then drop the column yourself if that is what you want', n;
+            'first, then, if that is what you want, set revoked_by to null yourself and downgrade again', n;
     end if;
 end $$;
 alter table auth.tokens drop column revoked_by;

@@ -97,7 +97,7 @@ async def live_tokens_named(conn: Connection, name: str) -> list[dict[str, Any]]
     return [dict(r) for r in rows]
 
 
-async def revoke_token(conn: Connection, name_or_id: str, revoked_by: str = "") -> int:
+async def revoke_token(conn: Connection, name_or_id: str, revoked_by: str | None = None) -> int:
     """Revoke every live token with this name (or the token with this id), recording who; returns how many."""
     by_id = name_or_id.isascii() and name_or_id.isdigit() and int(name_or_id) < 2**63
     rows = await conn.fetch(

@@ -224,13 +224,18 @@ async def seal(who: Admin, conn: Conn) -> dict[str, Any]:
 
 @router.post("/ledger/periods", status_code=201, summary="Close an accounting period")
 async def close_period(body: PeriodClose, who: Admin, conn: Conn) -> dict[str, Any]:
-    """Postings with an effective time in [starts_at, ends_at) are refused from now on (admin only)."""
-    return await Ledger(conn, who.name).close_period(body.name, body.starts_at, body.ends_at)
+    """Postings with an effective time in [starts_at, ends_at) are refused from now on (admin only).
+
+    Answers the period as recorded, as `GET /v1/ledger/periods` lists it."""
+    return _period(await Ledger(conn, who.name).close_period(body.name, body.starts_at, body.ends_at))
 
 
 @router.get("/ledger/periods", summary="Closed accounting periods")
 async def periods(who: Reader, conn: Conn, pagination: Paging) -> dict[str, Any]:
     """Closed periods in the order of their start, paginated."""
     rows, cursor = await Ledger(conn).closed_periods(limit=pagination.limit, cursor=pagination.cursor)
-    data = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
-    return page(data, cursor)
+    return page([_period(r) for r in rows], cursor)
+
+
+def _period(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}

@@ -246,7 +246,10 @@ def test_an_import_refused_as_json_says_what_and_how_to_fix_it(cli: Cli, tmp_pat
     assert [(e["line"], e["column"]) for e in error["errors"]] == [(3, "titular_dni")]
 
 
-def test_the_demo_refuses_a_database_with_runs_as_a_refusal_not_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+def test_the_demo_refuses_a_database_with_runs_as_a_refusal_not_a_usage_error(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CCT_DATA_DIR", str(tmp_path / "data"))  # the demo's files, if it got that far
     padron = tmp_path / "padron.csv"
     padron.write_text(
         "household_id,titular_dni,titular_name,ubigeo,cci,status,enrolled_on,children_under_4,"
@@ -262,11 +265,14 @@ def test_the_demo_refuses_a_database_with_runs_as_a_refusal_not_a_usage_error(cl
     assert "unset it to use the embedded server" in error["detail"]
     listed = json.loads(cli("runs", "list", "--json").stdout)["data"]
     assert len(listed) == 1  # nothing of the demo was written
+    table = cli("runs", "list")  # people's output still reaches stdout after the demo's --json moved it
+    assert "JUNTOS" in table.stdout
 
 
 def test_serve_takes_port_zero_and_refuses_a_port_out_of_range(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
+    monkeypatch.delenv("CCT_PORT", raising=False)
     calls: list[dict[str, object]] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append(k))
     assert cli("serve", "--port", "0").exit_code == 0

@@ -302,6 +302,9 @@ async def test_business_refusals(api: Api) -> None:
         headers=api.auth("admin"),
     )
     assert r.status_code == 201
+    listed = await api.client.get("/v1/ledger/periods", headers=h)
+    assert r.json() == listed.json()["data"][0]  # the period as recorded, the same as listed
+    assert r.json()["starts_at"] == "2026-01-01T00:00:00+00:00"
     late = _pay("mef:treasury", "program:JUNTOS:fund", 5, effective_at="2026-02-01T00:00:00Z")
     r = await api.client.post("/v1/transfers", json=late, headers={**h, "Idempotency-Key": "late"})
     assert r.status_code == 409
