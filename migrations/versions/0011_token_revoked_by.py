@@ -5,8 +5,8 @@ Revises: 0010_personal_data_reveals
 Create Date: 2026-11-28
 
 A token records who created it (``created_by``); its revocation now records who revoked it as well
-(``cct-ledger token revoke NAME --user ana``). Tokens revoked before this revision keep an empty
-``revoked_by``: nobody was recorded then.
+(``cct-ledger token revoke NAME --user ana``). Tokens revoked before this revision keep ``revoked_by`` null:
+nobody was recorded then.
 """
 
 from collections.abc import Sequence
