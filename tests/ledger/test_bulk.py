@@ -10,7 +10,15 @@ import pytest
 from adapters.postgres.database import Database
 from ledger import audit, bulk
 from ledger.engine import Ledger
-from ledger.errors import AccountNotFound, IdempotencyConflict, InsufficientFunds, InvalidTransfer, TransferNotPending
+from ledger.errors import (
+    AccountClosed,
+    AccountNotFound,
+    CurrencyMismatch,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidTransfer,
+    TransferNotPending,
+)
 from ledger.models import AccountSpec, NormalBalance, PostingSpec, TransferRequest
 
 N = 25
@@ -136,6 +144,19 @@ async def test_bad_rows_are_named(conn: asyncpg.Connection) -> None:
             await bulk.bulk_transfer(conn, [bulk.BulkTransfer(fund, ids[0], 1.0)], key="z", currency="PEN")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="transaction"):
         await bulk.bulk_transfer(conn, [bulk.BulkTransfer(fund, ids[0], 1)], key="w", currency="PEN")
+    led = Ledger(conn)
+    closed = (await led.create_account(AccountSpec("hh:closed", "PEN", NormalBalance.CREDIT))).id
+    await led.close_account("hh:closed")
+    dollars = (await led.create_account(AccountSpec("hh:usd", "USD", NormalBalance.CREDIT))).id
+    for bad, error, named in (
+        (bulk.BulkTransfer(fund, closed, 1), AccountClosed, "account hh:closed is closed"),
+        (bulk.BulkTransfer(dollars, ids[1], 1), CurrencyMismatch, "account hh:usd is in USD"),
+    ):
+        rows = [bulk.BulkTransfer(fund, ids[0], 1), bulk.BulkTransfer(fund, ids[2], 1), bad]
+        with pytest.raises(error, match=rf"rows\[2\]: {named}"):
+            async with conn.transaction():
+                await bulk.bulk_transfer(conn, rows, key="bad", currency="PEN")
+    assert await conn.fetchval("select count(*) from ledger.transfers") == 1  # only the funding
 
 
 async def test_resolve_skips_what_is_already_resolved(conn: asyncpg.Connection) -> None:
