@@ -174,10 +174,15 @@ select s.transfer_id, 1, s.debit_id, s.amount from bulk_stage s
 union all
 select s.transfer_id, 2, s.credit_id, -s.amount from bulk_stage s
 """
+# The chunk's rows reach the ledger's tables by index probes (LATERAL, kept from being flattened into a join by
+# LIMIT or OFFSET 0): joined, the planner hashes a chunk against a sequential scan of the whole table, a cost
+# that grows with the ledger instead of the chunk (docs/performance.md, "A bulk chunk's validation").
 _RESOLVE_LEGS = """
 insert into bulk_legs (transfer_id, leg, account_id, amount)
 select r.event_id, p.leg, p.account_id, p.amount
-  from bulk_resolved r join ledger.postings p on p.transfer_id = r.pending_id
+  from bulk_resolved r
+ cross join lateral (select p.leg, p.account_id, p.amount from ledger.postings p
+                      where p.transfer_id = r.pending_id offset 0) p
 """
 
 # Moves every balance and version once, locking the accounts in (hot, id) order, the order of the online
@@ -369,10 +374,8 @@ async def _bulk_transfer(
         columns=["ord", "transfer_id", "debit_id", "credit_id", "amount", "metadata"],
     )
     await conn.execute("analyze bulk_stage")
-    # Each row's two accounts by their primary key, a probe each (LIMIT 1 keeps the subqueries from being
-    # flattened into joins): as plain joins, the planner hashed the chunk against the whole accounts table, a
-    # cost that grew with the ledger (300 to 350 ms a chunk of 10,000 among 1,000,000 accounts, 25 to 37 ms
-    # probed; docs/performance.md).
+    # Each row's two accounts by their primary key, a probe each (see _RESOLVE_LEGS): joined, 300 to 350 ms a
+    # chunk of 10,000 among 1,000,000 accounts; probed, 25 to 37 ms.
     bad = await conn.fetchrow(
         """select s.ord, s.debit_id, s.credit_id, da.id is null as no_debit, ca.id is null as no_credit,
                   da.code as debit_code, ca.code as credit_code,
@@ -485,7 +488,9 @@ async def _bulk_resolve(
     await conn.execute("analyze bulk_resolve_stage")
     bad = await conn.fetchrow(
         """select s.ord, s.pending_id, t.id is null as missing, t.kind, t.expires_at
-             from bulk_resolve_stage s left join ledger.transfers t on t.id = s.pending_id
+             from bulk_resolve_stage s
+             left join lateral (select t.id, t.kind, t.expires_at from ledger.transfers t
+                                 where t.id = s.pending_id limit 1) t on true
             where t.id is null or t.kind <> 1 or ($1 and t.expires_at is not null and t.expires_at <= $2)
             order by s.ord limit 1""",
         post,
@@ -505,7 +510,9 @@ async def _bulk_resolve(
                insert into ledger.transfers (id, kind, pending_id, currency, effective_at, created_at,
                                              description, metadata, actor)
                select s.event_id, $1, s.pending_id, t.currency, $2, $3, t.description, $4, $5
-                 from bulk_resolve_stage s join ledger.transfers t on t.id = s.pending_id
+                 from bulk_resolve_stage s
+                 join lateral (select t.currency, t.description from ledger.transfers t
+                                where t.id = s.pending_id limit 1) t on true
                 order by s.event_id
                on conflict (pending_id) where pending_id is not null do nothing
                returning id, pending_id)

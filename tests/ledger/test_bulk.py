@@ -17,6 +17,7 @@ from ledger.errors import (
     IdempotencyConflict,
     InsufficientFunds,
     InvalidTransfer,
+    TransferNotFound,
     TransferNotPending,
 )
 from ledger.models import AccountSpec, NormalBalance, PostingSpec, TransferRequest
@@ -174,6 +175,9 @@ async def test_resolve_skips_what_is_already_resolved(conn: asyncpg.Connection) 
     with pytest.raises(TransferNotPending):
         async with conn.transaction():
             await bulk.bulk_resolve(conn, [posted.transfer_ids[1] or 0], key="q", post=False)
+    with pytest.raises(TransferNotFound, match=r"rows\[1\]: transfer 987654321 not found"):
+        async with conn.transaction():
+            await bulk.bulk_resolve(conn, [pending[1], 987654321], key="r", post=False)
     fund_balance = await Ledger(conn).balance("fund")
     assert (fund_balance.posted, fund_balance.pending_debits) == (10_000_00 - 3 * 1_00, 0)
 
