@@ -15,6 +15,29 @@ from tests.services.programs.conftest import Cli
 TOO_BIG = "9" * 20  # above a bigint
 
 
+PADRON_HEADER = (
+    "household_id,titular_dni,titular_name,ubigeo,cci,status,enrolled_on,children_under_4,upper_secondary_students\n"
+)
+GOOD_ROW = "000001,12345678,Ana Quispe,080101,,active,2024-01-15,1,0\n"
+BAD_ROW = "000002,bad,Luz Sosa,080101,,active,2024-01-15,1,0\n"  # line 3: the DNI
+
+
+def _padron(tmp_path: Path, *more: str) -> Path:
+    """A padron of one valid household, then ``more`` rows."""
+    padron = tmp_path / "padron.csv"
+    padron.write_text(PADRON_HEADER + GOOD_ROW + "".join(more))
+    return padron
+
+
+def _one_run(cli: Cli, tmp_path: Path) -> str:
+    """Programs loaded, one household imported, a JUNTOS 2026-B5 run created; returns the run's id."""
+    assert cli("programs", "load").exit_code == 0
+    assert cli("households", "import", str(_padron(tmp_path))).exit_code == 0
+    created = cli("runs", "create", "--program", "JUNTOS", "--period", "2026-B5", "--user", "maria", "--json")
+    assert created.exit_code == 0, created.output
+    return str(json.loads(created.stdout)["run"]["id"])
+
+
 def _text(output: str) -> str:
     """The output as one line, without the boxes rich draws around usage errors."""
     return " ".join(output.replace("│", " ").split())
@@ -74,12 +97,7 @@ def test_a_file_error_is_named_not_blamed_on_the_database(capsys: pytest.Capture
 
 
 def test_a_rejects_file_that_cannot_be_written_is_refused_before_the_import(cli: Cli, tmp_path: Path) -> None:
-    padron = tmp_path / "padron.csv"
-    padron.write_text(
-        "household_id,titular_dni,titular_name,ubigeo,cci,status,enrolled_on,children_under_4,"
-        "upper_secondary_students\n000001,12345678,Ana Quispe,080101,,active,2024-01-15,1,0\n"
-        "000002,bad,Luz Sosa,080101,,active,2024-01-15,1,0\n"
-    )
+    padron = _padron(tmp_path, BAD_ROW)
     bad_rejects = tmp_path / "missing" / "rejects.csv"
     result = cli("households", "import", str(padron), "--skip-invalid", "--rejects", str(bad_rejects))
     assert result.exit_code == 2, result.output
@@ -208,16 +226,7 @@ def test_the_writes_that_print_a_sentence_print_json_for_scripts(cli: Cli) -> No
 
 
 def test_with_json_a_file_error_is_json_too(cli: Cli, tmp_path: Path) -> None:
-    padron = tmp_path / "padron.csv"
-    padron.write_text(
-        "household_id,titular_dni,titular_name,ubigeo,cci,status,enrolled_on,children_under_4,"
-        "upper_secondary_students\n000001,12345678,Ana Quispe,080101,,active,2024-01-15,1,0\n"
-    )
-    assert cli("programs", "load").exit_code == 0
-    assert cli("households", "import", str(padron)).exit_code == 0
-    created = cli("runs", "create", "--program", "JUNTOS", "--period", "2026-B5", "--user", "maria", "--json")
-    assert created.exit_code == 0, created.output
-    run_id = str(json.loads(created.stdout)["run"]["id"])
+    run_id = _one_run(cli, tmp_path)
     target = tmp_path / "missing" / "run.csv"
     result = cli("runs", "report", run_id, "--csv", str(target), "--json")
     assert result.exit_code == 1
@@ -229,12 +238,7 @@ def test_with_json_a_file_error_is_json_too(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_an_import_refused_as_json_says_what_and_how_to_fix_it(cli: Cli, tmp_path: Path) -> None:
-    padron = tmp_path / "padron.csv"
-    padron.write_text(
-        "household_id,titular_dni,titular_name,ubigeo,cci,status,enrolled_on,children_under_4,"
-        "upper_secondary_students\n000001,12345678,Ana Quispe,080101,,active,2024-01-15,1,0\n"
-        "000002,bad,Luz Sosa,080101,,active,2024-01-15,1,0\n"
-    )
+    padron = _padron(tmp_path, BAD_ROW)
     assert cli("programs", "load").exit_code == 0
     result = cli("households", "import", str(padron), "--json")
     assert result.exit_code == 1
@@ -250,14 +254,7 @@ def test_the_demo_refuses_a_database_with_runs_as_a_refusal_not_a_usage_error(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CCT_DATA_DIR", str(tmp_path / "data"))  # the demo's files, if it got that far
-    padron = tmp_path / "padron.csv"
-    padron.write_text(
-        "household_id,titular_dni,titular_name,ubigeo,cci,status,enrolled_on,children_under_4,"
-        "upper_secondary_students\n000001,12345678,Ana Quispe,080101,,active,2024-01-15,1,0\n"
-    )
-    assert cli("programs", "load").exit_code == 0
-    assert cli("households", "import", str(padron)).exit_code == 0
-    assert cli("runs", "create", "--program", "JUNTOS", "--period", "2026-B5", "--user", "maria").exit_code == 0
+    _one_run(cli, tmp_path)
     result = cli("demo", "--households", "10", "--json")  # DATABASE_URL is the test's database, with a run
     assert result.exit_code == 1, result.output
     error = json.loads(result.stdout)
