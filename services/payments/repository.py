@@ -24,16 +24,6 @@ def payment_reference(run_id: int, payment_id: int) -> str:
     return f"{payment_reference_prefix(run_id)}{payment_id}"
 
 
-def parse_payment_reference(run_id: int, reference: str) -> int | None:
-    """The payment id inside a reference of this run, or None when it is not one of ours (exactly as we
-    wrote it: ASCII digits, no sign, no leading zero)."""
-    prefix = payment_reference_prefix(run_id)
-    digits = reference[len(prefix) :]
-    if not reference.startswith(prefix) or not (digits.isascii() and digits.isdigit()) or digits[0] == "0":
-        return None
-    return int(digits)
-
-
 def batch_reference(run_id: int, batch_no: int) -> str:
     return f"R{run_id}-B{batch_no:05d}"
 

@@ -589,6 +589,56 @@ async def test_items_that_contradict_the_snapshot_hold_their_batch_while_the_res
         assert await conn.fetchval("select count(*) from payments.payment_states where status = 'credited'") == 6
 
 
+class _ReshapingBank(_MisreportingBank):
+    """The simulated bank, but one batch's items come back reshaped: ``reshape`` gets the list and returns
+    what the bank reports instead."""
+
+    def __init__(self, bank: Any, reference: str, reshape: Callable[[list[Any]], list[Any]]) -> None:
+        super().__init__(bank, reference)
+        self._reshape = reshape
+
+    async def iter_batch_items(self, batch_id: str, **kwargs: Any) -> AsyncIterator[Any]:
+        items = [item async for item in self._bank.iter_batch_items(batch_id, **kwargs)]
+        for item in self._reshape(items) if batch_id in self._wrong else items:
+            yield item
+
+
+@pytest.mark.parametrize(
+    ("reshape", "problem"),
+    [
+        (lambda items: items[1:], "1 payment(s) missing from the bank's items"),
+        (
+            lambda items: [*items, items[0].model_copy(update={"id": items[0].id + "-again"})],
+            "reported twice with different items",
+        ),
+    ],
+    ids=["an item missing", "an item twice"],
+)
+async def test_a_batch_with_an_item_missing_or_twice_stays_open(
+    world: World, reshape: Callable[[list[Any]], list[Any]], problem: str
+) -> None:
+    await world.register(4)
+    await world.fund(100_000_00)
+    run_id = await _create(world, batch_size=2)
+    await _approve(world, run_id)
+    reference = await _batch_reference(world, run_id, 1)
+    liar = _ReshapingBank(world.bank, reference, reshape)
+    with pytest.raises(RunIncident, match=r"batch\(es\) \[1\]"):
+        await RunExecutor(world.db, cast(BankPort, liar), run_id, "maria", options=FAST).execute()
+    async with world.db.connection() as conn:
+        incidents = await conn.fetch("select kind, batch_no, detail from payments.incidents where run_id = $1", run_id)
+        first: int = await conn.fetchval(
+            "select min(id) from payments.payments where run_id = $1 and batch_no = 1", run_id
+        )
+        states = dict(await conn.fetch("select batch_no, status from payments.batches where run_id = $1", run_id))
+    assert [(r["kind"], r["batch_no"]) for r in incidents] == [("settlement_mismatch", 1)]
+    assert problem in str(incidents[0]["detail"])
+    if "missing" in problem:
+        assert incidents[0]["detail"]["problems"][0]["first"] == [first]  # the payment the bank left out
+    assert states == {0: "closed", 1: "acknowledged"}
+    assert await world.balance(TRANSIT) == 0  # nothing of batch 1 reached a household
+
+
 class _SlowBank:
     """The simulated bank, but slow to acknowledge (0.2 s a batch) and it settles nothing: every batch stays
     received."""
