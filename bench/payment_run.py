@@ -129,6 +129,7 @@ class Round:
     timings: dict[str, float]
     total: float
     summary: dict[str, Any]
+    cpu: dict[str, float]  # this process's CPU time (executor and in-process bank) in each phase
 
     @property
     def credited(self) -> dict[str, int]:
@@ -141,6 +142,7 @@ class Round:
             "credited": self.credited["count"],
             "seconds": {k: round(v, 2) for k, v in self.timings.items()},
             "total_seconds": round(self.total, 2),
+            "process_cpu_seconds": {k: round(v, 2) for k, v in self.cpu.items()},
         }
 
     def print(self) -> None:
@@ -154,31 +156,36 @@ class Round:
             print(f"  {name:<16} {seconds:8.2f} s")
         print("  (submit and settle overlap: each is from its start to its last batch)")
         print(f"  {'total':<16} {self.total:8.2f} s   (create + approve + execute)")
+        cpu = ", ".join(f"{k} {v:.2f} s" for k, v in self.cpu.items())
+        print(f"  CPU time of this process (executor and in-process bank; PostgreSQL not included): {cpu}")
 
 
 async def timed_run(db: Database, bank: Any, period: str, args: argparse.Namespace) -> Round:
     """Create, approve and execute JUNTOS ``period``, each phase timed; checks the run settled."""
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    cpu: dict[str, float] = {}
+    t0, c = time.perf_counter(), time.process_time()
     async with db.unit_of_work() as conn:
         created = await service.create_run(conn, "JUNTOS", period, "maker")
     timings["create"] = time.perf_counter() - t0
+    cpu["create"] = time.process_time() - c
     run_id = int(created.run["id"])
     t = time.perf_counter()
     async with db.unit_of_work() as conn:
         await service.approve_run(conn, run_id, "checker")
     timings["approve"] = time.perf_counter() - t
     phases = Phases()
-    t = time.perf_counter()
     options = ExecuteOptions(
         concurrency=args.concurrency,
         settle_group=args.settle_group,
         apply_workers=args.apply_workers,
         poll_interval=0.0,
     )
+    t, c = time.perf_counter(), time.process_time()
     await RunExecutor(db, bank, run_id, "maker", phases, options).execute()
     end = time.perf_counter()
     timings["execute"] = end - t
+    cpu["execute"] = time.process_time() - c
     # Each phase from its start to its last progress; submission and settlement overlap (a batch is
     # settled while later ones are still being sent), so the phases add up to more than `execute`.
     for p in ("hold", "submit", "settle"):
@@ -188,7 +195,7 @@ async def timed_run(db: Database, bank: Any, period: str, args: argparse.Namespa
         summary = await report.summary(conn, run_id)
     if summary["run"]["status"] != "settled":
         raise SystemExit(f"run check failed: run {run_id} is {summary['run']['status']}")
-    return Round(period, timings, end - t0, summary)
+    return Round(period, timings, end - t0, summary, cpu)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -254,6 +261,7 @@ async def run(args: argparse.Namespace) -> None:
                 "credited": first.credited["count"],
                 "seconds": {k: round(v, 2) for k, v in first.timings.items()},
                 "total_seconds": round(first.total, 2),
+                "process_cpu_seconds": {k: round(v, 2) for k, v in first.cpu.items()},
                 "next_period": None if len(rounds) == 1 else rounds[1].figures(),
                 "verify_seconds": round(verify_s, 2) if verify_s is not None else None,
                 "peak_mb": round(peak_mb()),
