@@ -514,12 +514,11 @@ class RunExecutor:
             credits: list[bulk.BulkTransfer] = []
             if credited_ids:
                 codes = [household_account(h) for h in credited_households]
-                await bulk.ensure_accounts(
+                ids = await bulk.ensure_account_ids(
                     conn, codes, currency=run["currency"], normal=NormalBalance.CREDIT, no_overdraft=True
                 )
-                ids = dict(await conn.fetch("select code, id from ledger.accounts where code = any($1::text[])", codes))
                 transit = (await led.get_account(ctx.in_transit_account)).id
-                credits = [bulk.BulkTransfer(transit, ids[c], a) for c, a in zip(codes, credited_amounts, strict=True)]
+                credits = [bulk.BulkTransfer(transit, i, a) for i, a in zip(ids, credited_amounts, strict=True)]
                 transfer_ids = await bulk.reserve_transfer_ids(conn, len(credits))
             by_credit = dict(zip(credited_ids, transfer_ids, strict=True))
             # One narrow row per payment (the snapshot is never updated); a second outcome for a payment

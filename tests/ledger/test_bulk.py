@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -16,6 +17,7 @@ from ledger.errors import (
     CurrencyMismatch,
     IdempotencyConflict,
     InsufficientFunds,
+    InvalidAccount,
     InvalidTransfer,
     TransferNotFound,
     TransferNotPending,
@@ -196,3 +198,48 @@ async def test_balance_moves_lock_accounts_in_sorted_order(conn: asyncpg.Connect
     assert "Nested Loop" in plan
     nested = plan.index("Nested Loop")
     assert plan.index("Sort Key: l.account_id", nested) < plan.index("Index Scan using accounts_pkey", nested)
+
+
+async def test_account_ids_open_the_missing_and_find_the_rest(conn: asyncpg.Connection) -> None:
+    """Ids come back in the codes' order (a code twice: one account); existing accounts keep their flags."""
+    existing = await Ledger(conn).create_account(AccountSpec("hh:001", "PEN", NormalBalance.CREDIT))
+    codes = ["hh:002", "hh:001", "hh:003", "hh:002"]
+    async with conn.transaction():
+        ids = await bulk.ensure_account_ids(conn, codes, currency="PEN", normal=NormalBalance.CREDIT, no_overdraft=True)
+    rows = {r["code"]: r for r in await conn.fetch("select * from ledger.accounts where code like 'hh:%'")}
+    assert ids == [rows["hh:002"]["id"], existing.id, rows["hh:003"]["id"], rows["hh:002"]["id"]]
+    assert len(set(ids)) == 3
+    assert [(c, rows[c]["no_overdraft"], rows[c]["normal_balance"], rows[c]["currency"]) for c in sorted(rows)] == [
+        ("hh:001", False, -1, "PEN"),  # found, left as it was
+        ("hh:002", True, -1, "PEN"),
+        ("hh:003", True, -1, "PEN"),
+    ]
+    async with conn.transaction():  # again: everything is found, nothing is opened
+        again = await bulk.ensure_account_ids(conn, codes[::-1], currency="PEN", normal=NormalBalance.CREDIT)
+    assert again == ids[::-1]
+    assert await conn.fetchval("select count(*) from ledger.accounts where code like 'hh:%'") == 3
+    with pytest.raises(InvalidAccount):
+        async with conn.transaction():
+            await bulk.ensure_account_ids(conn, ["not a code"], currency="PEN", normal=NormalBalance.CREDIT)
+
+
+async def test_account_ids_opened_by_two_transactions_at_once_are_one_account_each(db: Database) -> None:
+    """The second transaction's insert waits for the first's; once it commits, both name the same accounts."""
+    async with db.connection() as first, db.connection() as second:
+        one = first.transaction()
+        await one.start()
+        mine = await bulk.ensure_account_ids(first, ["x:1", "x:2"], currency="PEN", normal=NormalBalance.CREDIT)
+
+        async def other() -> list[int]:
+            async with second.transaction():
+                return await bulk.ensure_account_ids(
+                    second, ["x:2", "x:3"], currency="PEN", normal=NormalBalance.CREDIT
+                )
+
+        theirs = asyncio.create_task(other())
+        await asyncio.sleep(0.3)
+        assert not theirs.done()  # waiting for x:2, inserted by the first and not committed yet
+        await one.commit()
+        got = await theirs
+        assert got[0] == mine[1]
+        assert await first.fetchval("select count(*) from ledger.accounts where code like 'x:%'") == 3
