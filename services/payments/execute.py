@@ -37,7 +37,7 @@ import structlog
 
 from ledger import bulk
 from ledger.db import Connection
-from ledger.engine import Ledger
+from ledger.engine import Ledger, Resolution
 from ledger.errors import AppError, InsufficientFunds
 from ledger.models import NormalBalance
 from services.collector import batch_collector
@@ -562,13 +562,21 @@ class RunExecutor:
                     )
             # Last, the holds: they lock the program's fund and in-transit accounts (hot, shared by every
             # group), so another group's transaction waits for them only from here to the commit.
+            # One statement for the group's holds: the shared accounts are held for one round trip to the
+            # database, not one per batch.
             credited_by_batch = {t[0]: t[2] for t in totals}
+            resolutions = []
             for s, _ in checked:
                 hold, n = s.batch["hold_transfer_id"], s.batch["batch_no"]
                 if credited_by_batch[n] > 0:
-                    await led.post(hold, f"run:{self.run_id}:batch:{n}:post", amount=credited_by_batch[n])
+                    resolutions.append(
+                        Resolution(hold, f"run:{self.run_id}:batch:{n}:post", True, amount=credited_by_batch[n])
+                    )
                 else:
-                    await led.void(hold, f"run:{self.run_id}:batch:{n}:void", reason="every item rejected")
+                    resolutions.append(
+                        Resolution(hold, f"run:{self.run_id}:batch:{n}:void", False, reason="every item rejected")
+                    )
+            await led.resolve_many(resolutions)
         self.progress.advance("settle", len(outcomes))
         return {s.batch["batch_no"] for s, _ in checked}
 

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from ledger import bulk
-from ledger.engine import Ledger
+from ledger.engine import Ledger, Resolution
 from ledger.errors import (
     AccountClosed,
     AccountExists,
@@ -169,6 +169,36 @@ async def test_partial_post_commits_part_and_releases_the_rest(ledger: Ledger) -
         await ledger.post(hold2.id, "p2", amount=10_01)
     with pytest.raises(InvalidTransfer, match="void"):
         await ledger.post(hold2.id, "p3", amount=0)
+
+
+async def test_several_holds_resolved_in_one_statement_as_one_by_one(ledger: Ledger) -> None:
+    """resolve_many posts (all, or part) and voids in order, and the same keys replay through post and void."""
+    await ledger.transfer(pay(TREASURY, FUND, 1_000_00), "fund")
+    holds = [
+        await ledger.transfer(pay(FUND, HH1, a, pending=True), f"h{i}") for i, a in enumerate((300_00, 200_00, 100_00))
+    ]
+    with pytest.raises(InvalidTransfer, match="more than zero"):  # an amount on a void: nothing is resolved
+        await ledger.resolve_many([Resolution(holds[0].id, "p0", True), Resolution(holds[2].id, "v2", False, amount=1)])
+    assert (await ledger.balance(FUND)).pending_debits == 600_00
+    done = await ledger.resolve_many(
+        [
+            Resolution(holds[1].id, "p1", True, amount=150_00),
+            Resolution(holds[0].id, "p0", True),
+            Resolution(holds[2].id, "v2", False, reason="every item rejected"),
+        ]
+    )
+    assert [(t.id, t.status, t.posted_amount) for t in done] == [
+        (holds[1].id, "posted", 150_00),
+        (holds[0].id, "posted", 300_00),
+        (holds[2].id, "voided", 0),
+    ]
+    fund = await ledger.balance(FUND)
+    assert (fund.posted, fund.pending_debits) == (1_000_00 - 450_00, 0)
+    assert (await ledger.balance(HH1)).posted == 450_00
+    # The same keys through the one-at-a-time calls are replays: the same transfers, nothing new.
+    assert (await ledger.post(holds[1].id, "p1", amount=150_00)).id == done[0].id
+    assert (await ledger.void(holds[2].id, "v2", reason="every item rejected")).id == done[2].id
+    assert (await ledger.balance(FUND)).posted == 1_000_00 - 450_00
 
 
 async def test_reversing_a_partly_posted_hold_reverses_what_it_moved(ledger: Ledger) -> None:
