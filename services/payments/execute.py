@@ -560,10 +560,9 @@ class RunExecutor:
                         f"with {resume_hint(self.run_id)}; if this error comes back, report it with the run",
                         run=self.run_id,
                     )
-            # Last, the holds: they lock the program's fund and in-transit accounts (hot, shared by every
-            # group), so another group's transaction waits for them only from here to the commit.
-            # One statement for the group's holds: the shared accounts are held for one round trip to the
-            # database, not one per batch.
+            # Last, the holds, in one statement: they lock the program's fund and in-transit accounts (hot,
+            # shared by every group), so another group's transaction waits for them only from here to the
+            # commit, one round trip to the database rather than one per batch.
             credited_by_batch = {t[0]: t[2] for t in totals}
             resolutions = []
             for s, _ in checked:
