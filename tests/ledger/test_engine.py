@@ -372,3 +372,31 @@ async def test_unknown_transfer(ledger: Ledger) -> None:
         await ledger.get_transfer(999_999)
     with pytest.raises(TransferNotFound):
         await ledger.post(999_999, "p")
+
+
+async def test_transfer_json_reads_each_postings_account_by_a_probe(ledger: Ledger, conn: asyncpg.Connection) -> None:
+    """Whatever join the planner would prefer (statistics after a payment run once made it hash the whole
+    accounts table on every call), ledger.transfer_json reads each posting's account by its id: with nested
+    loops switched off, a join could only hash or merge; the probe is a subquery and stays one."""
+    await ledger.transfer(pay(TREASURY, FUND, 300_00), "fund")
+    hold = await ledger.transfer(pay(FUND, HH1, 200_00, pending=True), "hold")
+    await ledger.post(hold.id, "post", amount=150_00)
+    plans: list[str] = []
+
+    def listen(_conn: object, message: object) -> None:
+        plans.append(str(getattr(message, "message", "")))
+
+    conn.add_log_listener(listen)
+    await conn.execute(
+        """load 'auto_explain'; set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on;
+           set auto_explain.log_level = notice; set client_min_messages = notice; set enable_nestloop = off"""
+    )
+    data = await conn.fetchval("select ledger.transfer_json($1)", hold.id)
+    await conn.execute("set auto_explain.log_min_duration = -1; reset enable_nestloop")
+    await asyncio.sleep(0.05)  # notices are delivered through the event loop
+    conn.remove_log_listener(listen)
+    plan = next(p for p in plans if "'postings'" in p)
+    assert "Index Cond: (id = p.account_id)" in plan, plan  # a probe per posting
+    assert "Seq Scan on accounts" not in plan, plan
+    assert (data["status"], data["posted_amount"]) == ("posted", 150_00)
+    assert data["postings"] == [{"account": FUND, "debit": 200_00}, {"account": HH1, "credit": 200_00}]

@@ -203,3 +203,34 @@ async def test_who_revoked_a_token_is_not_erased_by_a_downgrade(db_url: str) -> 
             await conn.execute("update auth.tokens set revoked_at = null where name = 'maria'")
     finally:
         await conn.close()
+
+
+async def test_transfer_json_probes_downgrade_to_0011_and_back(db_url: str) -> None:
+    """Both definitions of ledger.transfer_json answer the same JSON; only the plan differs."""
+    conn = await asyncpg.connect(db_url)
+    await init_connection(conn)
+    try:
+        led = Ledger(conn)
+        await led.create_account(AccountSpec("treasury", "PEN", NormalBalance.DEBIT))
+        await led.create_account(AccountSpec("fund", "PEN", NormalBalance.CREDIT))
+        await led.transfer(
+            TransferRequest((PostingSpec("treasury", debit=500), PostingSpec("fund", credit=500)), "PEN"), "a"
+        )
+        hold = await led.transfer(
+            TransferRequest((PostingSpec("fund", debit=300), PostingSpec("treasury", credit=300)), "PEN", pending=True),
+            "h",
+        )
+        await led.post(hold.id, "p", amount=200)
+        ids = [r["id"] for r in await conn.fetch("select id from ledger.transfers order by id")]
+        read = "select array_agg(ledger.transfer_json(i) order by i) from unnest($1::bigint[]) i"
+        now = await conn.fetchval(read, ids)
+        body = "select prosrc from pg_proc where proname = 'transfer_json'"
+        assert "(select a.code from ledger.accounts a where a.id = p.account_id)" in await conn.fetchval(body)
+        await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0011_token_revoked_by")
+        assert "join ledger.accounts a" in await conn.fetchval(body)
+        assert await conn.fetchval(read, ids) == now
+        await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")
+        assert await conn.fetchval(read, ids) == now
+        assert [t["posted_amount"] for t in now if t["id"] == hold.id] == [200]
+    finally:
+        await conn.close()
