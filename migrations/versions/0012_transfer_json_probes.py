@@ -8,7 +8,8 @@ Create Date: 2026-11-28
 transfer's postings with ``ledger.accounts``, and a hold's resolution with ``ledger.postings``. Planned on
 statistics that expect many postings per transfer (as an automatic ANALYZE can leave them after a payment
 run), the join became a hash of the whole accounts table for every call: 77 ms a call among 200,000
-accounts, the next bimester's run 60% slower (docs/performance.md, "A transfer's JSON by probes"). Each
+accounts, and the next bimester's execute phase took 27 to 35 s instead of 18 (docs/performance.md, "A
+transfer's JSON by probes"). Each
 posting's account code is now a probe of the primary key, and the resolution's postings are read by the
 resolution's id, so no plan can scan either table whole. The JSON is the same.
 """
