@@ -123,6 +123,16 @@ def _account(row: asyncpg.Record) -> Account:
     )
 
 
+def _resolution_hash(
+    transfer_id: int, post: bool, effective_at: datetime | None, reason: str | None, amount: int | None
+) -> bytes:
+    """The request hash of a post or void, the same whichever call makes it (a replay is recognised)."""
+    return request_hash(
+        "post" if post else "void",
+        {"transfer": transfer_id, "effective_at": str(effective_at), "reason": reason, "amount": amount},
+    )
+
+
 class Resolution(NamedTuple):
     """One pending transfer to resolve with :meth:`Ledger.resolve_many`.
 
@@ -434,13 +444,7 @@ class Ledger:
                         "nothing, void the transfer)",
                         field="amount",
                     )
-        digests = [
-            request_hash(
-                "post" if r.post else "void",
-                {"transfer": r.transfer_id, "effective_at": str(None), "reason": r.reason, "amount": r.amount},
-            )
-            for r in resolutions
-        ]
+        digests = [_resolution_hash(r.transfer_id, r.post, None, r.reason, r.amount) for r in resolutions]
         try:
             rows = await self.conn.fetch(
                 """select ledger.resolve_pending(u.k, u.h, u.t, u.p, null, $1, u.r, u.a) as data
@@ -469,11 +473,7 @@ class Ledger:
         reason: str | None,
         amount: int | None,
     ) -> Transfer:
-        op = "post" if post else "void"
-        digest = request_hash(
-            op,
-            {"transfer": transfer_id, "effective_at": str(effective_at), "reason": reason, "amount": amount},
-        )
+        digest = _resolution_hash(transfer_id, post, effective_at, reason, amount)
         try:
             data = await self.conn.fetchval(
                 "select ledger.resolve_pending($1, $2, $3, $4, $5, $6, $7, $8)",

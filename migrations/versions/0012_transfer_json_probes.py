@@ -14,6 +14,7 @@ posting's account code is now a probe of the primary key, and the resolution's p
 resolution's id, so no plan can scan either table whole. The JSON is the same.
 """
 
+import importlib
 from collections.abc import Sequence
 
 from migrations.sqlutil import execute_script
@@ -58,40 +59,13 @@ create or replace function ledger.transfer_json(p_id bigint) returns jsonb
 $$;
 """
 
-DOWNGRADE = r"""
-create or replace function ledger.transfer_json(p_id bigint) returns jsonb
-    language sql stable as $$
-    select jsonb_build_object(
-        'id', t.id,
-        'kind', case t.kind when 0 then 'transfer' when 1 then 'pending' when 2 then 'post' else 'void' end,
-        'status', ledger.transfer_status(t),
-        'currency', t.currency,
-        'postings', (
-            select coalesce(jsonb_agg(
-                       jsonb_build_object('account', a.code,
-                                          case when p.amount > 0 then 'debit' else 'credit' end,
-                                          abs(p.amount))
-                       order by p.leg), '[]'::jsonb)
-              from ledger.postings p join ledger.accounts a on a.id = p.account_id
-             where p.transfer_id = t.id),
-        'effective_at', t.effective_at,
-        'created_at', t.created_at,
-        'expires_at', t.expires_at,
-        'description', t.description,
-        'metadata', t.metadata,
-        'actor', t.actor,
-        'pending_id', t.pending_id,
-        'reverses_id', t.reverses_id,
-        'resolved_by', (select r.id from ledger.transfers r where r.pending_id = t.id),
-        'posted_amount', case when t.kind = 1 then (
-            select (coalesce(sum(abs(q.amount)) filter (where q.phase = 2), 0) / 2)::bigint
-              from ledger.transfers r join ledger.postings q on q.transfer_id = r.id
-             where r.pending_id = t.id) end,
-        'reversed_by', (select r.id from ledger.transfers r where r.reverses_id = t.id)
-    )
-    from ledger.transfers t where t.id = p_id
-$$;
-"""
+
+def _previous_function() -> str:
+    """0001's ``transfer_json`` (as ``create or replace``), for a downgrade."""
+    functions: str = importlib.import_module("migrations.versions.0001_ledger").FUNCTIONS
+    start = functions.index("create function ledger.transfer_json(")
+    end = functions.index("$$;", functions.index("as $$", start) + len("as $$")) + len("$$;")
+    return "create or replace" + functions[start + len("create") : end]
 
 
 def upgrade() -> None:
@@ -99,4 +73,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    execute_script(DOWNGRADE)
+    execute_script(_previous_function())
