@@ -201,6 +201,38 @@ async def build_bulk_ledger(db: Database, households: int, amount: int = PAYMENT
     return BulkLedger(fund, household_ids, time.perf_counter() - started)
 
 
+def _proc_cpu(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and of its children it has waited for), from ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return int(fields[1]), ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def server_cpu_seconds(conn: Any) -> float | None:
+    """CPU time used so far by the PostgreSQL server ``conn`` is on: its postmaster, every live child (backends,
+    writers) and the children that have exited (counted in the postmaster's). None if it is not on this
+    machine or ``/proc`` cannot tell."""
+    return _server_cpu(await conn.fetchval("select pg_backend_pid()"))
+
+
+def _server_cpu(backend: int) -> float | None:
+    mine = _proc_cpu(backend)
+    if mine is None:
+        return None
+    postmaster = mine[0]
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            found = _proc_cpu(int(entry.name))
+            if found is not None and (found[0] == postmaster or int(entry.name) == postmaster):
+                total += found[1]
+    return total
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """The ``p``-th percentile (0-100) by nearest rank."""
     ordered = sorted(values)

@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import add_loop_arg, add_server_args, bench_server, describe, print_summary, quiet_logs, run_main
+from _common import (
+    add_loop_arg,
+    add_server_args,
+    bench_server,
+    describe,
+    print_summary,
+    quiet_logs,
+    run_main,
+    server_cpu_seconds,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -130,6 +139,7 @@ class Round:
     total: float
     summary: dict[str, Any]
     cpu: dict[str, float]  # this process's CPU time (executor and in-process bank) in each phase
+    server_cpu: dict[str, float]  # PostgreSQL's CPU time in each phase (empty if not on this machine)
 
     @property
     def credited(self) -> dict[str, int]:
@@ -143,6 +153,7 @@ class Round:
             "seconds": {k: round(v, 2) for k, v in self.timings.items()},
             "total_seconds": round(self.total, 2),
             "process_cpu_seconds": {k: round(v, 2) for k, v in self.cpu.items()},
+            "server_cpu_seconds": {k: round(v, 2) for k, v in self.server_cpu.items()},
         }
 
     def print(self) -> None:
@@ -158,17 +169,25 @@ class Round:
         print(f"  {'total':<16} {self.total:8.2f} s   (create + approve + execute)")
         cpu = ", ".join(f"{k} {v:.2f} s" for k, v in self.cpu.items())
         print(f"  CPU time of this process (executor and in-process bank; PostgreSQL not included): {cpu}")
+        if self.server_cpu:
+            server = ", ".join(f"{k} {v:.2f} s" for k, v in self.server_cpu.items())
+            print(f"  CPU time of PostgreSQL (every backend and background process): {server}")
 
 
 async def timed_run(db: Database, bank: Any, period: str, args: argparse.Namespace) -> Round:
     """Create, approve and execute JUNTOS ``period``, each phase timed; checks the run settled."""
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
+    server_cpu: dict[str, float] = {}
+    async with db.connection() as conn:
+        s0 = await server_cpu_seconds(conn)
     t0, c = time.perf_counter(), time.process_time()
     async with db.unit_of_work() as conn:
         created = await service.create_run(conn, "JUNTOS", period, "maker")
     timings["create"] = time.perf_counter() - t0
     cpu["create"] = time.process_time() - c
+    async with db.connection() as conn:
+        s1 = await server_cpu_seconds(conn)
     run_id = int(created.run["id"])
     t = time.perf_counter()
     async with db.unit_of_work() as conn:
@@ -186,6 +205,10 @@ async def timed_run(db: Database, bank: Any, period: str, args: argparse.Namespa
     end = time.perf_counter()
     timings["execute"] = end - t
     cpu["execute"] = time.process_time() - c
+    async with db.connection() as conn:
+        s2 = await server_cpu_seconds(conn)
+    if s0 is not None and s1 is not None and s2 is not None:
+        server_cpu = {"create": s1 - s0, "execute": s2 - s1}  # approve's few milliseconds go with execute
     # Each phase from its start to its last progress; submission and settlement overlap (a batch is
     # settled while later ones are still being sent), so the phases add up to more than `execute`.
     for p in ("hold", "submit", "settle"):
@@ -195,7 +218,7 @@ async def timed_run(db: Database, bank: Any, period: str, args: argparse.Namespa
         summary = await report.summary(conn, run_id)
     if summary["run"]["status"] != "settled":
         raise SystemExit(f"run check failed: run {run_id} is {summary['run']['status']}")
-    return Round(period, timings, end - t0, summary, cpu)
+    return Round(period, timings, end - t0, summary, cpu, server_cpu)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -262,6 +285,7 @@ async def run(args: argparse.Namespace) -> None:
                 "seconds": {k: round(v, 2) for k, v in first.timings.items()},
                 "total_seconds": round(first.total, 2),
                 "process_cpu_seconds": {k: round(v, 2) for k, v in first.cpu.items()},
+                "server_cpu_seconds": {k: round(v, 2) for k, v in first.server_cpu.items()},
                 "next_period": None if len(rounds) == 1 else rounds[1].figures(),
                 "verify_seconds": round(verify_s, 2) if verify_s is not None else None,
                 "peak_mb": round(peak_mb()),
