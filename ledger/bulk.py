@@ -67,6 +67,28 @@ class BulkTransfer(NamedTuple):
     metadata: dict[str, Any] | None = None
 
 
+class Split(NamedTuple):
+    """One transfer from one account to many, for :func:`bulk_split`: a debit posting of the total on
+    ``debit_account_id`` and one credit posting per entry of ``credits``.
+
+    It is the transfer a bank posts for a credit batch: the batch's total leaves the account it was held in,
+    and each household's account receives its own amount, with a posting (and a balance after it) of its own.
+
+    Attributes:
+        debit_account_id: the account debited with the total (e.g. a run's in-transit account).
+        credits: ``(credit_account_id, amount)`` per leg, amounts in positive minor units; at most
+            :data:`MAX_SPLIT_LEGS`.
+        metadata: optional JSON object stored on the transfer (e.g. the batch it settles).
+    """
+
+    debit_account_id: int
+    credits: Sequence[tuple[int, int]]
+    metadata: dict[str, Any] | None = None
+
+
+MAX_SPLIT_LEGS = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class BulkResult:
     """What a chunk did.
@@ -245,6 +267,11 @@ async def _write(conn: Connection, legs_sql: str, phase: Phase) -> None:
     """Lock, move balances and write postings for the legs produced by ``legs_sql``."""
     await conn.execute(_WORK)
     await conn.execute(legs_sql)
+    await _write_legs(conn, phase)
+
+
+async def _write_legs(conn: Connection, phase: Phase) -> None:
+    """Lock, move balances and write postings for the legs in ``bulk_legs``."""
     # No ANALYZE of the work tables: the default estimates give the plans we want (measured: with fresh
     # statistics the postings insert was slower), and the balance move's join order is fixed anyway.
     # Every hot account, in the chunk or not (a few; by a partial index): one without legs moves nothing.
@@ -422,6 +449,151 @@ async def _bulk_transfer(
     await _write(conn, _LEGS, Phase.HOLD if pending else Phase.POSTED)
     out: list[int | None] = list(ids)
     await _chunk_store(conn, key, digest, "bulk_transfer", out)
+    return BulkResult(out, False)
+
+
+async def bulk_split(
+    conn: Connection,
+    splits: Sequence[Split],
+    *,
+    key: str | None,
+    currency: str,
+    effective_at: datetime | None = None,
+    description: str = "",
+    actor: str = "",
+    transfer_ids: Sequence[int] | None = None,
+) -> BulkResult:
+    """Write one chunk of one-to-many transfers (posted), set-based: one transfer per split.
+
+    A payment run credits a settled batch this way: one transfer debits the in-transit account with the
+    batch's credited total and credits each household's account with its payment. Against a two-posting
+    transfer per payment, that is one transfer row instead of a thousand and one posting of the in-transit
+    account instead of a thousand, while every household still has its own posting and balance after it
+    (docs/performance.md, "A settled batch credited by one transfer").
+
+    Args:
+        conn: a connection inside a transaction.
+        splits: the transfers; their legs (credits) together at most :data:`MAX_CHUNK`.
+        key: the chunk's idempotency key (derived from the job, never from the clock), or None.
+        currency: every account must be in it.
+        effective_at: business time (default: now); refused inside a closed period.
+        description: stored on every transfer.
+        actor: who acts.
+        transfer_ids: ids reserved beforehand with :func:`reserve_transfer_ids`, one per split (as for
+            :func:`bulk_transfer`).
+
+    Raises:
+        InvalidTransfer: a split or leg is malformed (both indexes are named), or ``transfer_ids`` does not
+            match. AccountNotFound, AccountClosed, CurrencyMismatch, PeriodClosed, IdempotencyConflict.
+    """
+    _require_transaction(conn)
+    require_currency(currency)
+    if transfer_ids is not None and (len(transfer_ids) != len(splits) or len(set(transfer_ids)) != len(splits)):
+        raise InvalidTransfer(
+            f"transfer_ids: {len(transfer_ids)} reserved id(s), {len(set(transfer_ids))} distinct, for "
+            f"{len(splits)} split(s); reserve one per split"
+        )
+    if not splits:
+        return BulkResult([], False)
+    legs = 0
+    staged: list[tuple[Any, ...]] = []
+    for i, split in enumerate(splits):
+        if not 1 <= len(split.credits) <= MAX_SPLIT_LEGS:
+            raise InvalidTransfer(
+                f"splits[{i}]: a split needs 1 to {MAX_SPLIT_LEGS} credits, got {len(split.credits)}", index=i
+            )
+        debit = split.debit_account_id
+        for j, (account, amount) in enumerate(split.credits):
+            try:
+                require_minor_units(amount, f"splits[{i}].credits[{j}].amount")
+            except AppError as e:
+                raise InvalidTransfer(str(e), index=i, leg=j) from e
+            if account == debit:
+                raise InvalidTransfer(f"splits[{i}].credits[{j}]: credits the account it debits", index=i, leg=j)
+        legs += len(split.credits)
+        metadata = orjson.dumps(split.metadata).decode() if split.metadata else None
+        staged.append((i, debit, list(split.credits), metadata))
+    if legs > MAX_CHUNK:
+        raise InvalidTransfer(f"a chunk may hold at most {MAX_CHUNK} legs, got {legs}")
+    params = {
+        "currency": currency,
+        "effective_at": effective_at.isoformat() if effective_at else None,
+        "description": description,
+    }
+    digest = _chunk_hash("bulk_split", staged, params)
+    stored = await _chunk_lookup(conn, key, digest)
+    if stored is not None:
+        return BulkResult(stored, True)
+    try:
+        return await _bulk_split(conn, staged, key, digest, currency, effective_at, description, actor, transfer_ids)
+    except asyncpg.PostgresError as e:
+        _raise_translated(e)
+        raise
+
+
+async def _bulk_split(
+    conn: Connection,
+    staged: list[tuple[Any, ...]],
+    key: str | None,
+    digest: bytes,
+    currency: str,
+    effective_at: datetime | None,
+    description: str,
+    actor: str,
+    transfer_ids: Sequence[int] | None,
+) -> BulkResult:
+    now: datetime = await conn.fetchval("select clock_timestamp()")
+    effective = effective_at or now
+    await conn.execute("select ledger.assert_period_open($1)", effective)
+    ids = list(transfer_ids) if transfer_ids is not None else await reserve_transfer_ids(conn, len(staged))
+    await conn.execute("set local work_mem = '256MB'")
+    await conn.execute(_WORK)
+    records: list[tuple[int, int, int, int]] = []
+    for (_, debit, credits, _), tid in zip(staged, ids, strict=True):
+        records.append((tid, 1, debit, sum(a for _, a in credits)))
+        records.extend((tid, leg, account, -amount) for leg, (account, amount) in enumerate(credits, 2))
+    await conn.copy_records_to_table(
+        "bulk_legs", records=records, columns=["transfer_id", "leg", "account_id", "amount"]
+    )
+    # Each leg's account by its primary key, a probe each (see _RESOLVE_LEGS).
+    bad = await conn.fetchrow(
+        """select l.transfer_id, l.leg, l.account_id, a.id is null as missing, a.code, a.currency,
+                  coalesce(a.closed, false) as closed
+             from bulk_legs l
+             left join lateral (select a.id, a.code, a.closed, a.currency from ledger.accounts a
+                                 where a.id = l.account_id limit 1) a on true
+            where a.id is null or a.closed or a.currency <> $1
+            order by l.transfer_id, l.leg limit 1""",
+        currency,
+    )
+    if bad is not None:
+        i = ids.index(bad["transfer_id"])
+        where = f"splits[{i}]" + ("" if bad["leg"] == 1 else f".credits[{bad['leg'] - 2}]")
+        if bad["missing"]:
+            raise AccountNotFound(
+                f"{where}: account id {bad['account_id']} not found", index=i, account_id=bad["account_id"]
+            )
+        if bad["closed"]:
+            raise AccountClosed(f"{where}: account {bad['code']} is closed", index=i, account=bad["code"])
+        raise CurrencyMismatch(
+            f"{where}: account {bad['code']} is in {bad['currency']}, the chunk in {currency}", index=i
+        )
+    await conn.execute(
+        """insert into ledger.transfers (id, kind, currency, effective_at, created_at, description, metadata, actor)
+           select t.id, $1, $2, $3, $4, $5, coalesce(t.metadata::jsonb, '{}'::jsonb), $6
+             from unnest($7::bigint[], $8::text[]) as t(id, metadata) order by t.id""",
+        TransferKind.TRANSFER.value,
+        currency,
+        effective,
+        now,
+        description,
+        actor,
+        ids,
+        [m for (_, _, _, m) in staged],
+    )
+    await _write_legs(conn, Phase.POSTED)
+    out: list[int | None] = list(ids)
+    await _chunk_store(conn, key, digest, "bulk_split", out)
     return BulkResult(out, False)
 
 

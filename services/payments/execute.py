@@ -15,10 +15,11 @@ memory:
    batches are still being sent): acknowledged batches are polled; when a batch is settled its items are
    checked against our snapshot (every reference ours, once, with our amount; contradictions are incidents
    that keep the batch open, the others settle, then the execution stops naming it) and applied, several
-   batches per transaction: each batch's hold is posted for exactly the credited
-   total (the rest is released to the fund), the credited items move from in-transit to each household's
-   savings account (bulk path), each payment's outcome is recorded (an append-only row, once: its primary key),
-   rejected payments release their entitlements to accrue again, and the batch is *closed*.
+   batches per transaction: each batch's hold is posted for exactly the credited total (the rest is
+   released to the fund), the credited items move from in-transit to each household's savings account (bulk
+   path: one transfer per batch, as the bank posts it, with a posting per household), each payment's
+   outcome is recorded (an append-only row, once: its primary key), rejected payments release their
+   entitlements to accrue again, and the batch is *closed*.
 
 A session advisory lock makes a second executor of the same run wait; the states above make even two
 executors safe, and every ledger write has a key derived from the run, so a replay changes nothing.
@@ -485,6 +486,7 @@ class RunExecutor:
             credited_ids: list[int] = []
             credited_amounts: list[int] = []
             credited_households: list[str] = []
+            credited_per_batch: list[int] = []  # how many of the credited are each checked batch's
             outcomes: list[tuple[int, str, str | None, str]] = []  # payment, status, reason, the bank's item
             rejected: list[int] = []
             totals: list[tuple[int, int, int, int, int]] = []
@@ -506,21 +508,37 @@ class RunExecutor:
                         rejected.append(pid)
                         rejected_n += 1
                         rejected_sum += amount
+                credited_per_batch.append(credited_n)
                 totals.append((s.batch["batch_no"], credited_n, credited_sum, rejected_n, rejected_sum))
             # The outcomes first, with the credits' transfer ids reserved: everything up to the ledger's
             # balance move runs beside the other group's transaction; from there to the commit this one
-            # holds the in-transit account, which every group moves.
+            # holds the in-transit account, which every group moves. Each batch's credited payments are one
+            # transfer (the bank's batch credit): the in-transit account debited once with the batch's
+            # credited total, each household's account credited with its payment.
+            splits: list[bulk.Split] = []
             transfer_ids: list[int] = []
-            credits: list[bulk.BulkTransfer] = []
+            by_credit: dict[int, int] = {}
             if credited_ids:
                 codes = [household_account(h) for h in credited_households]
                 ids = await bulk.ensure_account_ids(
                     conn, codes, currency=run["currency"], normal=NormalBalance.CREDIT, no_overdraft=True
                 )
                 transit = (await led.get_account(ctx.in_transit_account)).id
-                credits = [bulk.BulkTransfer(transit, i, a) for i, a in zip(ids, credited_amounts, strict=True)]
-                transfer_ids = await bulk.reserve_transfer_ids(conn, len(credits))
-            by_credit = dict(zip(credited_ids, transfer_ids, strict=True))
+                legs = list(zip(ids, credited_amounts, strict=True))
+                first = 0
+                for (s, _), n in zip(checked, credited_per_batch, strict=True):
+                    if n:
+                        metadata = {"run": self.run_id, "batch": s.batch["batch_no"]}
+                        splits.append(bulk.Split(transit, legs[first : first + n], metadata))
+                    first += n
+                transfer_ids = await bulk.reserve_transfer_ids(conn, len(splits))
+                first = 0
+                tids = iter(transfer_ids)
+                for n in credited_per_batch:
+                    if n:
+                        tid = next(tids)
+                        by_credit.update(dict.fromkeys(credited_ids[first : first + n], tid))
+                    first += n
             # One narrow row per payment (the snapshot is never updated); a second outcome for a payment
             # is refused by the primary key: the batch's row lock above makes that a bug, never a replay.
             # COPY, not an INSERT of arrays: encoding five arrays cost 3.4 to 3.8 µs of this process a row,
@@ -543,11 +561,11 @@ class RunExecutor:
                 self.run_id,
                 *[list(col) for col in zip(*totals, strict=True)],
             )
-            if credits:
-                result = await bulk.bulk_transfer(
+            if splits:
+                result = await bulk.bulk_split(
                     conn,
-                    credits,
-                    key=f"run:{self.run_id}:credit:{numbers[0]}-{numbers[-1]}:{len(credited_ids)}",
+                    splits,
+                    key=f"run:{self.run_id}:batch-credits:{numbers[0]}-{numbers[-1]}:{len(credited_ids)}",
                     currency=run["currency"],
                     description=f"{run['program']} {run['period']}",
                     actor=self.actor,

@@ -243,3 +243,87 @@ async def test_account_ids_opened_by_two_transactions_at_once_are_one_account_ea
         got = await theirs
         assert got[0] == mine[1]
         assert await first.fetchval("select count(*) from ledger.accounts where code like 'x:%'") == 3
+
+
+# Two one-to-many transfers from the fund; households 0 and 1 are in both (two postings on one account).
+SPLITS = [[(i, 100 + 7 * i) for i in range(10)], [(i, 300 + 11 * i) for i in (*range(10, N), 0, 1)]]
+
+
+async def test_split_and_online_write_identical_rows(new_database: Callable[[], Awaitable[str]]) -> None:
+    """One-to-many transfers written as a chunk leave the postings and balances the online path leaves."""
+    online_db = await Database.connect(await new_database())
+    bulk_db = await Database.connect(await new_database())
+    try:
+        async with online_db.connection() as conn:
+            _, _, start = await _setup(conn)
+            led = Ledger(conn)
+            for k, split in enumerate(SPLITS):
+                postings = (
+                    PostingSpec("fund", debit=sum(a for _, a in split)),
+                    *(PostingSpec(f"hh:{i:03d}", credit=a) for i, a in split),
+                )
+                await led.transfer(TransferRequest(postings, "PEN"), f"split-{k}")
+            online_rows = [tuple(r) for r in await conn.fetch(_POSTINGS, start)]
+            online_balances = [tuple(r) for r in await conn.fetch(_BALANCES)]
+        async with bulk_db.connection() as conn:
+            fund, ids, start = await _setup(conn)
+            splits = [bulk.Split(fund, [(ids[i], a) for i, a in split], {"batch": k}) for k, split in enumerate(SPLITS)]
+            async with conn.transaction():
+                written = await bulk.bulk_split(conn, splits, key="splits", currency="PEN", description="credits")
+            bulk_rows = [tuple(r) for r in await conn.fetch(_POSTINGS, start)]
+            bulk_balances = [tuple(r) for r in await conn.fetch(_BALANCES)]
+            transfers = [await Ledger(conn).get_transfer(t) for t in written.transfer_ids if t is not None]
+            assert (await audit.verify(conn)).ok
+    finally:
+        await online_db.close()
+        await bulk_db.close()
+    assert len(online_rows) == sum(len(s) + 1 for s in SPLITS)
+    assert bulk_rows == online_rows
+    assert bulk_balances == online_balances
+    assert [(t.kind, t.status, t.description, t.metadata, len(t.postings)) for t in transfers] == [
+        ("transfer", "posted", "credits", {"batch": 0}, 11),
+        ("transfer", "posted", "credits", {"batch": 1}, 18),
+    ]
+
+
+async def test_split_replays_and_refuses_reuse_overdraft_and_bad_legs(conn: asyncpg.Connection) -> None:
+    """A replayed chunk returns its ids; reuse, an overdraft and every bad leg are refused whole and named."""
+    fund, ids, _ = await _setup(conn)
+    splits = [bulk.Split(fund, [(ids[0], 5_00), (ids[1], 6_00)]), bulk.Split(fund, [(ids[2], 7_00)])]
+    async with conn.transaction():
+        reserved = await bulk.reserve_transfer_ids(conn, 2)
+        first = await bulk.bulk_split(conn, splits, key="s", currency="PEN", transfer_ids=reserved)
+    assert first.transfer_ids == reserved
+    async with conn.transaction():
+        again = await bulk.bulk_split(conn, splits, key="s", currency="PEN")
+    assert (again.replayed, again.transfer_ids) == (True, reserved)
+    with pytest.raises(IdempotencyConflict):
+        async with conn.transaction():
+            await bulk.bulk_split(conn, splits[:1], key="s", currency="PEN")
+    with pytest.raises(InsufficientFunds, match="fund"):
+        async with conn.transaction():
+            await bulk.bulk_split(conn, [bulk.Split(fund, [(i, 500_00) for i in ids])], key="big", currency="PEN")
+    led = Ledger(conn)
+    closed = (await led.create_account(AccountSpec("hh:closed", "PEN", NormalBalance.CREDIT))).id
+    await led.close_account("hh:closed")
+    dollars = (await led.create_account(AccountSpec("hh:usd", "USD", NormalBalance.CREDIT))).id
+    good = bulk.Split(fund, [(ids[3], 1)])
+    for bad, error, named in (
+        ([(ids[4], 1), (ids[5], 0)], InvalidTransfer, r"splits\[1\]\.credits\[1\]\.amount"),
+        ([(ids[4], 1), (fund, 1)], InvalidTransfer, r"splits\[1\]\.credits\[1\]: credits the account it debits"),
+        ([], InvalidTransfer, r"splits\[1\]: a split needs 1 to"),
+        ([(ids[4], 1), (987654, 1)], AccountNotFound, r"splits\[1\]\.credits\[1\]: account id 987654 not found"),
+        ([(closed, 1)], AccountClosed, r"splits\[1\]\.credits\[0\]: account hh:closed is closed"),
+        ([(dollars, 1)], CurrencyMismatch, r"splits\[1\]\.credits\[0\]: account hh:usd is in USD"),
+    ):
+        with pytest.raises(error, match=named):
+            async with conn.transaction():
+                await bulk.bulk_split(conn, [good, bulk.Split(fund, bad)], key="bad", currency="PEN")
+    with pytest.raises(AccountNotFound, match=r"splits\[0\]: account id 987654 not found"):
+        async with conn.transaction():
+            await bulk.bulk_split(conn, [bulk.Split(987654, [(ids[4], 1)])], key="bad", currency="PEN")
+    with pytest.raises(InvalidTransfer, match="transfer_ids"):
+        async with conn.transaction():
+            await bulk.bulk_split(conn, splits, key="t", currency="PEN", transfer_ids=reserved[:1])
+    assert await conn.fetchval("select count(*) from ledger.transfers") == 1 + 2  # the funding and the chunk
+    assert (await led.balance("fund")).posted == 10_000_00 - 18_00

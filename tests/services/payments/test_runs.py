@@ -314,7 +314,7 @@ async def test_snapshots_and_outcomes_are_final_in_the_database(world: World) ->
     await _execute(world, run_id)
     async with world.db.connection() as conn:
         outcomes = await conn.fetch(
-            """select o.payment_id, o.status, o.reason, o.ledger_transfer_id, p.household_id
+            """select o.payment_id, o.status, o.reason, o.ledger_transfer_id, p.household_id, p.amount
                  from payments.outcomes o join payments.payments p on p.id = o.payment_id
                 where p.run_id = $1 order by p.household_id""",
             run_id,
@@ -324,11 +324,19 @@ async def test_snapshots_and_outcomes_are_final_in_the_database(world: World) ->
             (rows[1]["household_id"], "credited", None),
             (rows[2]["household_id"], "credited", None),
         ]
+        # The batch is credited by one transfer, as the bank posts it: the in-transit account debited with the
+        # credited total, each credited household's account credited with its own payment, the rejected one
+        # absent; both credited outcomes name it.
         credited = outcomes[1]
+        assert outcomes[2]["ledger_transfer_id"] == credited["ledger_transfer_id"]
         transfer = await Ledger(conn).get_transfer(credited["ledger_transfer_id"])
-        assert [p["account"] for p in transfer.postings if "credit" in p] == [
-            f"household:{credited['household_id']}:savings"
+        assert {p["account"]: p["credit"] for p in transfer.postings if "credit" in p} == {
+            f"household:{r['household_id']}:savings": r["amount"] for r in outcomes[1:]
+        }
+        assert [(p["account"], p["debit"]) for p in transfer.postings if "debit" in p] == [
+            ("program:JUNTOS:in-transit", outcomes[1]["amount"] + outcomes[2]["amount"])
         ]
+        assert transfer.metadata == {"run": run_id, "batch": 0}
         for statement in (
             "update payments.outcomes set status = 'rejected' where payment_id = $1",
             "delete from payments.outcomes where payment_id = $1",
