@@ -52,6 +52,9 @@ def require_currency(currency: Any) -> str:
     return currency
 
 
+MAX_MINOR_UNITS = 2**62  # an amount's bound (exclusive): sums of many stay within PostgreSQL's bigint
+
+
 def require_minor_units(value: Any, field: str = "amount", *, positive: bool = True) -> int:
     """Return ``value`` if it is an ``int`` (not a bool, a binary fraction or a string), else raise.
 
@@ -71,7 +74,7 @@ def require_minor_units(value: Any, field: str = "amount", *, positive: bool = T
         )
     if positive and value <= 0:
         raise InvalidMoney(f"{field} must be greater than zero, got {value}", field=field)
-    if abs(value) >= 2**62:
+    if abs(value) >= MAX_MINOR_UNITS:
         raise InvalidMoney(f"{field} is too large: {value}", field=field)
     return value
 

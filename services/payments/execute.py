@@ -131,6 +131,32 @@ class _Settled:
     payments: list[Mapping[str, Any]] = field(default_factory=list)  # our snapshot, read by the check
 
 
+@dataclass
+class _Checked:
+    """A settled batch whose items agree with the snapshot, as the ledger and the outcomes need it."""
+
+    settled: _Settled
+    outcomes: list[tuple[int, str, str | None, str]]  # payment, status, reason, the bank's item
+    credited_ids: list[int]
+    credited_amounts: list[int]
+    credited_households: list[str]
+    rejected_ids: list[int]
+    rejected_total: int
+
+    @property
+    def batch_no(self) -> int:
+        return int(self.settled.batch["batch_no"])
+
+    @property
+    def totals(self) -> tuple[int, int, int, int, int]:
+        """batch number, credited count and total, rejected count and total."""
+        ids, amounts = self.credited_ids, self.credited_amounts
+        return (self.batch_no, len(ids), sum(amounts), len(self.rejected_ids), self.rejected_total)
+
+
+_STATUS_TEXT: dict[ItemStatus, str] = {s: s.value for s in ItemStatus}
+
+
 class RunExecutor:
     """Executes (or resumes) one approved run.
 
@@ -458,18 +484,18 @@ class RunExecutor:
 
     async def _apply(self, run: dict[str, Any], group: list[_Settled]) -> set[int]:
         """Apply settled batches in one transaction; returns the batch numbers closed."""
-        checked: list[tuple[_Settled, dict[int, ItemResult]]] = []
+        checked: list[_Checked] = []
         async with self.db.connection() as conn:
             for s in group:
-                by_payment = await self._check(conn, s)
-                if by_payment is not None:
-                    checked.append((s, by_payment))
+                found = await self._check(conn, s)
+                if found is not None:
+                    checked.append(found)
         if not checked:
             return set()
         async with self.db.unit_of_work() as conn:
             ctx = await program_context(conn, run["program"], run["period"])
             led = Ledger(conn, self.actor)
-            numbers = [s.batch["batch_no"] for s, _ in checked]
+            numbers = [c.batch_no for c in checked]
             still_open = {
                 r["batch_no"]
                 for r in await conn.fetch(
@@ -479,37 +505,15 @@ class RunExecutor:
                     numbers,
                 )
             }
-            checked = [(s, m) for s, m in checked if s.batch["batch_no"] in still_open]
+            checked = [c for c in checked if c.batch_no in still_open]
             if not checked:
                 return set(numbers)
-            numbers = [s.batch["batch_no"] for s, _ in checked]  # those still to apply name the credits' key
-            credited_ids: list[int] = []
-            credited_amounts: list[int] = []
-            credited_households: list[str] = []
-            credited_per_batch: list[int] = []  # how many of the credited are each checked batch's
-            outcomes: list[tuple[int, str, str | None, str]] = []  # payment, status, reason, the bank's item
-            rejected: list[int] = []
-            totals: list[tuple[int, int, int, int, int]] = []
-            credited_status = ItemStatus.CREDITED.value
-            for s, by_payment in checked:
-                credited_n = credited_sum = rejected_n = rejected_sum = 0
-                for p in s.payments:
-                    pid, amount = p["id"], p["amount"]
-                    item = by_payment[pid]
-                    status = item.status.value
-                    outcomes.append((pid, status, item.reason.value if item.reason else None, item.id))
-                    if status == credited_status:
-                        credited_ids.append(pid)
-                        credited_amounts.append(amount)
-                        credited_households.append(p["household_id"])
-                        credited_n += 1
-                        credited_sum += amount
-                    else:
-                        rejected.append(pid)
-                        rejected_n += 1
-                        rejected_sum += amount
-                credited_per_batch.append(credited_n)
-                totals.append((s.batch["batch_no"], credited_n, credited_sum, rejected_n, rejected_sum))
+            numbers = [c.batch_no for c in checked]  # those still to apply name the credits' key
+            credited_ids = [pid for c in checked for pid in c.credited_ids]
+            settled_count = sum(len(c.outcomes) for c in checked)
+            credited_text = _STATUS_TEXT[ItemStatus.CREDITED]
+            rejected = [pid for c in checked for pid in c.rejected_ids]
+            totals = [c.totals for c in checked]
             # The outcomes first, with the credits' transfer ids reserved: everything up to the ledger's
             # balance move runs beside the other group's transaction; from there to the commit this one
             # holds the in-transit account, which every group moves. Each batch's credited payments are one
@@ -517,37 +521,35 @@ class RunExecutor:
             # credited total, each household's account credited with its payment.
             splits: list[bulk.Split] = []
             transfer_ids: list[int] = []
-            by_credit: dict[int, int] = {}
+            transfer_of: dict[int, int] = {}  # batch number -> its credit transfer
             if credited_ids:
-                codes = [household_account(h) for h in credited_households]
+                codes = [household_account(h) for c in checked for h in c.credited_households]
                 ids = await bulk.ensure_account_ids(
                     conn, codes, currency=run["currency"], normal=NormalBalance.CREDIT, no_overdraft=True
                 )
                 transit = (await led.get_account(ctx.in_transit_account)).id
-                legs = list(zip(ids, credited_amounts, strict=True))
+                credited = [c for c in checked if c.credited_ids]
                 first = 0
-                for (s, _), n in zip(checked, credited_per_batch, strict=True):
-                    if n:
-                        metadata = {"run": self.run_id, "batch": s.batch["batch_no"]}
-                        splits.append(bulk.Split(transit, legs[first : first + n], metadata))
+                for c in credited:
+                    n = len(c.credited_ids)
+                    legs = list(zip(ids[first : first + n], c.credited_amounts, strict=True))
+                    splits.append(bulk.Split(transit, legs, {"run": self.run_id, "batch": c.batch_no}))
                     first += n
                 transfer_ids = await bulk.reserve_transfer_ids(conn, len(splits))
-                first = 0
-                tids = iter(transfer_ids)
-                for n in credited_per_batch:
-                    if n:
-                        tid = next(tids)
-                        by_credit.update(dict.fromkeys(credited_ids[first : first + n], tid))
-                    first += n
+                transfer_of = {c.batch_no: tid for c, tid in zip(credited, transfer_ids, strict=True)}
             # One narrow row per payment (the snapshot is never updated); a second outcome for a payment
             # is refused by the primary key: the batch's row lock above makes that a bug, never a replay.
             # COPY, not an INSERT of arrays: encoding five arrays cost 3.4 to 3.8 µs of this process a row,
             # the COPY's records 0.5 to 1.1 (docs/performance.md); the table's triggers fire the same.
+            records: list[tuple[int, str, str | None, str, int | None]] = []
+            for c in checked:
+                transfer = transfer_of.get(c.batch_no)
+                records.extend((p, st, rs, i, transfer if st == credited_text else None) for p, st, rs, i in c.outcomes)
             await conn.copy_records_to_table(
                 "outcomes",
                 schema_name="payments",
                 columns=["payment_id", "status", "reason", "bank_item_id", "ledger_transfer_id"],
-                records=[(pid, st, rs, item, by_credit.get(pid)) for pid, st, rs, item in outcomes],
+                records=records,
             )
             if rejected:
                 await conn.execute(
@@ -583,8 +585,8 @@ class RunExecutor:
             # commit, one round trip to the database rather than one per batch.
             credited_by_batch = {t[0]: t[2] for t in totals}
             resolutions = []
-            for s, _ in checked:
-                hold, n = s.batch["hold_transfer_id"], s.batch["batch_no"]
+            for c in checked:
+                hold, n = c.settled.batch["hold_transfer_id"], c.batch_no
                 if credited_by_batch[n] > 0:
                     resolutions.append(
                         Resolution(hold, f"run:{self.run_id}:batch:{n}:post", True, amount=credited_by_batch[n])
@@ -594,17 +596,23 @@ class RunExecutor:
                         Resolution(hold, f"run:{self.run_id}:batch:{n}:void", False, reason="every item rejected")
                     )
             await led.resolve_many(resolutions)
-        self.progress.advance("settle", len(outcomes))
-        return {s.batch["batch_no"] for s, _ in checked}
+        self.progress.advance("settle", settled_count)
+        return set(numbers)
 
-    async def _check(self, conn: Connection, s: _Settled) -> dict[int, ItemResult] | None:
-        """Match the bank's items with our snapshot; a contradiction is recorded as an incident."""
+    async def _check(self, conn: Connection, s: _Settled) -> _Checked | None:
+        """Match the bank's items with our snapshot, in one pass over the items; a contradiction is recorded
+        as an incident (None: the batch stays open)."""
         s.payments = await repo.batch_payments(conn, self.run_id, s.batch["batch_no"])
         # Each payment by its reference exactly as we sent it (repo.payment_reference, inlined: a thousand a
         # batch); anything else is not one of ours.
         prefix = repo.payment_reference_prefix(self.run_id)
         payments = {f"{prefix}{p['id']}": p for p in s.payments}
-        by_payment: dict[int, ItemResult] = {}
+        seen: dict[int, str] = {}  # payment -> the bank's item
+        checked = _Checked(s, [], [], [], [], [], 0)
+        outcomes, credited_ids, credited_amounts = checked.outcomes, checked.credited_ids, checked.credited_amounts
+        credited_households, rejected_ids = checked.credited_households, checked.rejected_ids
+        rejected_total = 0
+        credited = ItemStatus.CREDITED
         problems: list[dict[str, Any]] = []
         for item in s.items:
             payment = payments.get(item.reference)
@@ -612,22 +620,35 @@ class RunExecutor:
                 problems.append({"reference": item.reference, "problem": "not a payment of this batch"})
                 continue
             pid = payment["id"]
-            if pid in by_payment and by_payment[pid].id != item.id:
-                problems.append({"reference": item.reference, "problem": "reported twice with different items"})
-            elif item.amount != payment["amount"]:
-                problem = f"amount {item.amount} != {payment['amount']}"
-                problems.append({"reference": item.reference, "problem": problem})
+            earlier = seen.get(pid)
+            if earlier is not None:
+                if earlier != item.id:
+                    problems.append({"reference": item.reference, "problem": "reported twice with different items"})
+                continue  # the same item twice: once
+            amount = payment["amount"]
+            if item.amount != amount:
+                problems.append({"reference": item.reference, "problem": f"amount {item.amount} != {amount}"})
             elif not item.status.is_final:
                 problems.append({"reference": item.reference, "problem": "still pending in a settled batch"})
             else:
-                by_payment[pid] = item
-        missing = sorted(p["id"] for p in s.payments if p["id"] not in by_payment)
-        if missing and not problems:
+                seen[pid] = item.id
+                status = item.status
+                outcomes.append((pid, _STATUS_TEXT[status], item.reason.value if item.reason else None, item.id))
+                if status is credited:
+                    credited_ids.append(pid)
+                    credited_amounts.append(amount)
+                    credited_households.append(payment["household_id"])
+                else:
+                    rejected_ids.append(pid)
+                    rejected_total += amount
+        checked.rejected_total = rejected_total
+        if len(seen) < len(s.payments) and not problems:
+            missing = sorted(p["id"] for p in s.payments if p["id"] not in seen)
             problems.append(
                 {"problem": f"{len(missing)} payment(s) missing from the bank's items", "first": missing[:5]}
             )
         if not problems:
-            return by_payment
+            return checked
         async with self.db.unit_of_work() as c:
             await repo.incident(c, self.run_id, "settlement_mismatch", {"problems": problems[:50]}, s.batch["batch_no"])
         self.log.error("run.incident", batch=s.batch["batch_no"], problems=len(problems))

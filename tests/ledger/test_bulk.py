@@ -310,6 +310,9 @@ async def test_split_replays_and_refuses_reuse_overdraft_and_bad_legs(conn: asyn
     good = bulk.Split(fund, [(ids[3], 1)])
     for bad, error, named in (
         ([(ids[4], 1), (ids[5], 0)], InvalidTransfer, r"splits\[1\]\.credits\[1\]\.amount"),
+        ([(ids[4], 1), (ids[5], True)], InvalidTransfer, r"splits\[1\]\.credits\[1\]\.amount must be an integer"),
+        ([(ids[4], 2**62), (ids[5], 1)], InvalidTransfer, r"splits\[1\]\.credits\[0\]\.amount is too large"),
+        ([(ids[4], 1), (ids[5], 1.0)], InvalidTransfer, r"splits\[1\]\.credits\[1\]\.amount must be an integer"),
         ([(ids[4], 1), (fund, 1)], InvalidTransfer, r"splits\[1\]\.credits\[1\]: credits the account it debits"),
         ([], InvalidTransfer, r"splits\[1\]: a split needs 1 to"),
         ([(ids[4], 1), (987654, 1)], AccountNotFound, r"splits\[1\]\.credits\[1\]: account id 987654 not found"),
