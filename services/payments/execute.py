@@ -187,11 +187,13 @@ class RunExecutor:
         self.log = log.bind(run=run_id)
         self._mismatched: set[int] = set()  # batches whose items contradict the snapshot (incidents)
         self._acknowledged = asyncio.Event()  # a batch was acknowledged (settlement has work)
+        self._transit: int | None = None  # the program's in-transit account, read once per execution
 
     async def execute(self) -> dict[str, Any]:
         """Run every remaining step; returns the run. Safe to call again at any time (it resumes)."""
         self._mismatched = set()
         self._acknowledged = asyncio.Event()
+        self._transit = None
         with batch_collector():
             async with self.db.session() as lock_conn:
                 await self._lock(lock_conn)
@@ -337,19 +339,12 @@ class RunExecutor:
             )
 
     async def _submit(self, batch_no: int) -> bool:
-        async with self.db.unit_of_work() as conn:
-            batch = await conn.fetchrow(
-                """update payments.batches set status = 'submitting', attempts = attempts + 1,
-                          submitted_at = coalesce(submitted_at, clock_timestamp())
-                    where run_id = $1 and batch_no = $2 and status in ('held', 'submitting')
-                returning reference, idempotency_key, item_count, total""",
-                self.run_id,
-                batch_no,
-            )
-            if batch is None:
-                self._acknowledged.set()
-                return True  # acknowledged meanwhile
-            payments = await repo.batch_payments(conn, self.run_id, batch_no)
+        async with self.db.connection() as conn:
+            # One statement (its own transaction): the attempt is counted and the batch's payments read.
+            batch, payments = await repo.mark_submitting(conn, self.run_id, batch_no)
+        if batch is None:
+            self._acknowledged.set()
+            return True  # acknowledged meanwhile
         credit_batch = _credit_batch(self.run_id, batch["reference"], payments)
         if (credit_batch.control_count, credit_batch.control_amount) != (batch["item_count"], batch["total"]):
             raise RunIncident(f"run {self.run_id} batch {batch_no}: snapshot totals changed", run=self.run_id)
@@ -368,7 +363,7 @@ class RunExecutor:
                 f"{show_hint(self.run_id)}",
                 run=self.run_id,
             ) from e
-        async with self.db.unit_of_work() as conn:
+        async with self.db.connection() as conn:  # one statement, its own transaction
             await conn.execute(
                 """update payments.batches set status = 'acknowledged', bank_batch_id = $3,
                           acknowledged_at = clock_timestamp()
@@ -486,14 +481,21 @@ class RunExecutor:
         """Apply settled batches in one transaction; returns the batch numbers closed."""
         checked: list[_Checked] = []
         async with self.db.connection() as conn:
-            for s in group:
-                found = await self._check(conn, s)
-                if found is not None:
-                    checked.append(found)
+            # The group's payments in one read, not one per batch: every round trip waits its turn on an
+            # event loop busy with the bank's work (tens of milliseconds each while batches are being sent).
+            snapshot = await repo.batches_payments(conn, self.run_id, [s.batch["batch_no"] for s in group])
+            if self._transit is None:
+                ctx = await program_context(conn, run["program"], run["period"])
+                self._transit = (await Ledger(conn).get_account(ctx.in_transit_account)).id
+        transit = self._transit
+        for s in group:
+            s.payments = snapshot.get(s.batch["batch_no"], [])
+            found = await self._check(s)
+            if found is not None:
+                checked.append(found)
         if not checked:
             return set()
         async with self.db.unit_of_work() as conn:
-            ctx = await program_context(conn, run["program"], run["period"])
             led = Ledger(conn, self.actor)
             numbers = [c.batch_no for c in checked]
             still_open = {
@@ -527,7 +529,6 @@ class RunExecutor:
                 ids = await bulk.ensure_account_ids(
                     conn, codes, currency=run["currency"], normal=NormalBalance.CREDIT, no_overdraft=True
                 )
-                transit = (await led.get_account(ctx.in_transit_account)).id
                 credited = [c for c in checked if c.credited_ids]
                 first = 0
                 for c in credited:
@@ -599,10 +600,9 @@ class RunExecutor:
         self.progress.advance("settle", settled_count)
         return set(numbers)
 
-    async def _check(self, conn: Connection, s: _Settled) -> _Checked | None:
-        """Match the bank's items with our snapshot, in one pass over the items; a contradiction is recorded
-        as an incident (None: the batch stays open)."""
-        s.payments = await repo.batch_payments(conn, self.run_id, s.batch["batch_no"])
+    async def _check(self, s: _Settled) -> _Checked | None:
+        """Match the bank's items with our snapshot (``s.payments``), in one pass over the items; a
+        contradiction is recorded as an incident (None: the batch stays open)."""
         # Each payment by its reference exactly as we sent it (repo.payment_reference, inlined: a thousand a
         # batch); anything else is not one of ours.
         prefix = repo.payment_reference_prefix(self.run_id)

@@ -303,15 +303,44 @@ async def batches(conn: Connection, run_id: int, statuses: tuple[str, ...] | Non
     return [dict(r) for r in rows]
 
 
-async def batch_payments(conn: Connection, run_id: int, batch_no: int) -> list[Mapping[str, Any]]:
-    """A batch's payments in id order (records, read by key: a batch is a thousand of them)."""
-    rows: list[Mapping[str, Any]] = await conn.fetch(
-        """select id, household_id, dni, cci, amount from payments.payments
-            where run_id = $1 and batch_no = $2 order by id""",
+async def batches_payments(conn: Connection, run_id: int, batch_nos: list[int]) -> dict[int, list[Mapping[str, Any]]]:
+    """Several batches' payments in one read, each batch's in id order."""
+    rows = await conn.fetch(
+        """select batch_no, id, household_id, dni, cci, amount from payments.payments
+            where run_id = $1 and batch_no = any($2::int[]) order by batch_no, id""",
+        run_id,
+        batch_nos,
+    )
+    out: dict[int, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["batch_no"], []).append(r)
+    return out
+
+
+async def mark_submitting(
+    conn: Connection, run_id: int, batch_no: int
+) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
+    """Count a submission attempt of a batch still to send, and read its payments, in one statement.
+
+    Returns the batch (reference, idempotency key, control totals) and its payments in id order, or None and
+    no payments if the batch is no longer held or submitting (acknowledged meanwhile).
+    """
+    rows = await conn.fetch(
+        """with b as (
+               update payments.batches set status = 'submitting', attempts = attempts + 1,
+                      submitted_at = coalesce(submitted_at, clock_timestamp())
+                where run_id = $1 and batch_no = $2 and status in ('held', 'submitting')
+            returning reference, idempotency_key, item_count, total)
+           select b.reference, b.idempotency_key, b.item_count, b.total,
+                  p.id, p.household_id, p.dni, p.cci, p.amount
+             from b left join payments.payments p on p.run_id = $1 and p.batch_no = $2
+            order by p.id""",
         run_id,
         batch_no,
     )
-    return rows
+    if not rows:
+        return None, []
+    return rows[0], [r for r in rows if r["id"] is not None]
 
 
 async def incident(
