@@ -307,8 +307,8 @@ async def batches_payments(conn: Connection, run_id: int, batch_nos: list[int]) 
     """Several batches' payments in one read, each batch's in id order.
 
     Each batch is read by a probe of ``(run_id, batch_no)``, as one batch alone is. Written as ``batch_no =
-    any(...)``, the statement was planned on the statistics of a table that had just grown by a million rows:
-    at a million households it touched about 6,100 blocks a call of ten batches; probed, about 340
+    any(...)`` (one index scan for the ten batches, planned on statistics taken before the run's million rows
+    existed), the read touched about 6,100 blocks a call at a million households; probed, about 340
     (``pg_stat_statements``, docs/performance.md).
     """
     rows = await conn.fetch(
