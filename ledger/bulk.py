@@ -1,4 +1,8 @@
-"""The set-based path: post, hold, post-pending or void thousands of two-posting transfers per statement.
+"""The set-based path: post, hold, post-pending or void thousands of transfers per statement.
+
+Two-posting transfers (:func:`bulk_transfer`), resolutions of holds (:func:`bulk_resolve`), and one-to-many
+transfers (:func:`bulk_split`: one account debited with the total, each of many accounts credited with its
+own posting, the form of a bank's credit batch) share the steps below.
 
 A chunk (10,000 to 100,000 transfers) is one transaction in the caller's unit of work:
 

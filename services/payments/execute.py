@@ -634,7 +634,7 @@ class RunExecutor:
                 seen[pid] = item.id
                 status = item.status
                 outcomes.append((pid, _STATUS_TEXT[status], item.reason.value if item.reason else None, item.id))
-                if status is credited:
+                if status == credited:
                     credited_ids.append(pid)
                     credited_amounts.append(amount)
                     credited_households.append(payment["household_id"])
