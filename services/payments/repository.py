@@ -304,7 +304,8 @@ async def batches(conn: Connection, run_id: int, statuses: tuple[str, ...] | Non
 
 
 async def batches_payments(conn: Connection, run_id: int, batch_nos: list[int]) -> dict[int, list[Mapping[str, Any]]]:
-    """Several batches' payments in one read, each batch's in id order.
+    """Several batches' payments in one read, each batch's in id order: what settlement checks (id,
+    household, amount; not the account details sent to the bank).
 
     Each batch is read by a probe of ``(run_id, batch_no)``, as one batch alone is. Written as ``batch_no =
     any(...)`` (one index scan for the ten batches, planned on statistics taken before the run's million rows
@@ -312,9 +313,9 @@ async def batches_payments(conn: Connection, run_id: int, batch_nos: list[int]) 
     (``pg_stat_statements``, docs/performance.md).
     """
     rows = await conn.fetch(
-        """select b.n as batch_no, p.id, p.household_id, p.dni, p.cci, p.amount
+        """select b.n as batch_no, p.id, p.household_id, p.amount
              from unnest($2::int[]) as b(n)
-             cross join lateral (select p.id, p.household_id, p.dni, p.cci, p.amount from payments.payments p
+             cross join lateral (select p.id, p.household_id, p.amount from payments.payments p
                                   where p.run_id = $1 and p.batch_no = b.n offset 0) p
             order by b.n, p.id""",
         run_id,
