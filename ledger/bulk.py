@@ -24,7 +24,7 @@ ids and times) to those the online path writes for the same transfers; a test ch
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
@@ -158,6 +158,35 @@ async def _chunk_store(conn: Connection, key: str | None, digest: bytes, operati
             operation,
             _encode_ids(ids),
         )
+
+
+async def _replay_or_write(
+    conn: Connection,
+    key: str | None,
+    operation: str,
+    rows: list[tuple[Any, ...]],
+    params: dict[str, Any],
+    write: Callable[[bytes], Awaitable[BulkResult]],
+) -> BulkResult:
+    """A chunk's idempotency: the ids stored under ``key`` if these rows were written before (another use of
+    the key is refused), else ``write(digest)``, with PostgreSQL's errors translated to the ledger's."""
+    digest = _chunk_hash(operation, rows, params)
+    stored = await _chunk_lookup(conn, key, digest)
+    if stored is not None:
+        return BulkResult(stored, True)
+    try:
+        return await write(digest)
+    except asyncpg.PostgresError as e:
+        _raise_translated(e)
+        raise
+
+
+async def _chunk_clock(conn: Connection, effective_at: datetime | None) -> tuple[datetime, datetime]:
+    """The chunk's time and its business time (``effective_at`` or now), refused inside a closed period."""
+    now: datetime = await conn.fetchval("select clock_timestamp()")
+    effective = effective_at or now
+    await conn.execute("select ledger.assert_period_open($1)", effective)
+    return now, effective
 
 
 async def reserve_transfer_ids(conn: Connection, count: int) -> list[int]:
@@ -367,17 +396,16 @@ async def bulk_transfer(
         "effective_at": effective_at.isoformat() if effective_at else None,
         "description": description,
     }
-    digest = _chunk_hash("bulk_transfer", staged, params)
-    stored = await _chunk_lookup(conn, key, digest)
-    if stored is not None:
-        return BulkResult(stored, True)
-    try:
-        return await _bulk_transfer(
+    return await _replay_or_write(
+        conn,
+        key,
+        "bulk_transfer",
+        staged,
+        params,
+        lambda digest: _bulk_transfer(
             conn, staged, key, digest, currency, pending, expires_at, effective_at, description, actor, transfer_ids
-        )
-    except asyncpg.PostgresError as e:
-        _raise_translated(e)
-        raise
+        ),
+    )
 
 
 async def _bulk_transfer(
@@ -393,9 +421,7 @@ async def _bulk_transfer(
     actor: str,
     transfer_ids: Sequence[int] | None = None,
 ) -> BulkResult:
-    now: datetime = await conn.fetchval("select clock_timestamp()")
-    effective = effective_at or now
-    await conn.execute("select ledger.assert_period_open($1)", effective)
+    now, effective = await _chunk_clock(conn, effective_at)
     if expires_at is not None and expires_at <= now:
         raise InvalidTransfer(f"expires_at {expires_at.isoformat()} is not in the future")
     ids = list(transfer_ids) if transfer_ids is not None else await reserve_transfer_ids(conn, len(staged))
@@ -530,15 +556,14 @@ async def bulk_split(
         "effective_at": effective_at.isoformat() if effective_at else None,
         "description": description,
     }
-    digest = _chunk_hash("bulk_split", staged, params)
-    stored = await _chunk_lookup(conn, key, digest)
-    if stored is not None:
-        return BulkResult(stored, True)
-    try:
-        return await _bulk_split(conn, staged, key, digest, currency, effective_at, description, actor, transfer_ids)
-    except asyncpg.PostgresError as e:
-        _raise_translated(e)
-        raise
+    return await _replay_or_write(
+        conn,
+        key,
+        "bulk_split",
+        staged,
+        params,
+        lambda digest: _bulk_split(conn, staged, key, digest, currency, effective_at, description, actor, transfer_ids),
+    )
 
 
 async def _bulk_split(
@@ -552,9 +577,7 @@ async def _bulk_split(
     actor: str,
     transfer_ids: Sequence[int] | None,
 ) -> BulkResult:
-    now: datetime = await conn.fetchval("select clock_timestamp()")
-    effective = effective_at or now
-    await conn.execute("select ledger.assert_period_open($1)", effective)
+    now, effective = await _chunk_clock(conn, effective_at)
     ids = list(transfer_ids) if transfer_ids is not None else await reserve_transfer_ids(conn, len(staged))
     await conn.execute("set local work_mem = '256MB'")
     await conn.execute(_WORK)
@@ -633,17 +656,16 @@ async def bulk_resolve(
         raise InvalidTransfer(f"a chunk may hold at most {MAX_CHUNK} transfers, got {len(pending_ids)}")
     if len(set(pending_ids)) != len(pending_ids):
         raise InvalidTransfer("a pending transfer appears twice in the chunk")
-    operation = "bulk_post" if post else "bulk_void"
+    operation = operation_name(post)
     params = {"reason": reason, "effective_at": effective_at.isoformat() if effective_at else None}
-    digest = _chunk_hash(operation, [(i,) for i in pending_ids], params)
-    stored = await _chunk_lookup(conn, key, digest)
-    if stored is not None:
-        return BulkResult(stored, True)
-    try:
-        return await _bulk_resolve(conn, list(pending_ids), key, digest, post, reason, effective_at, actor)
-    except asyncpg.PostgresError as e:
-        _raise_translated(e)
-        raise
+    return await _replay_or_write(
+        conn,
+        key,
+        operation,
+        [(i,) for i in pending_ids],
+        params,
+        lambda digest: _bulk_resolve(conn, list(pending_ids), key, digest, post, reason, effective_at, actor),
+    )
 
 
 async def _bulk_resolve(
@@ -656,9 +678,7 @@ async def _bulk_resolve(
     effective_at: datetime | None,
     actor: str,
 ) -> BulkResult:
-    now: datetime = await conn.fetchval("select clock_timestamp()")
-    effective = effective_at or now
-    await conn.execute("select ledger.assert_period_open($1)", effective)
+    now, effective = await _chunk_clock(conn, effective_at)
     event_ids = await reserve_transfer_ids(conn, len(pending_ids))
     await conn.execute("set local work_mem = '256MB'")
     await conn.execute(_RESOLVE_STAGE)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -52,11 +53,26 @@ async def _setup(conn: asyncpg.Connection) -> tuple[int, list[int], int]:
     return fund.id, ids, start
 
 
-async def test_bulk_and_online_write_identical_rows(new_database: Callable[[], Awaitable[str]]) -> None:
-    """The same holds, then posts, written one at a time and as chunks leave identical postings."""
+async def _written(conn: asyncpg.Connection, start: int) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The postings written after transfer ``start``, and every account's balances."""
+    return [tuple(r) for r in await conn.fetch(_POSTINGS, start)], [tuple(r) for r in await conn.fetch(_BALANCES)]
+
+
+@contextlib.asynccontextmanager
+async def _two_ledgers(new_database: Callable[[], Awaitable[str]]) -> AsyncIterator[tuple[Database, Database]]:
+    """Two fresh databases: the same transfers written online in one and as chunks in the other."""
     online_db = await Database.connect(await new_database())
     bulk_db = await Database.connect(await new_database())
     try:
+        yield online_db, bulk_db
+    finally:
+        await online_db.close()
+        await bulk_db.close()
+
+
+async def test_bulk_and_online_write_identical_rows(new_database: Callable[[], Awaitable[str]]) -> None:
+    """The same holds, then posts, written one at a time and as chunks leave identical postings."""
+    async with _two_ledgers(new_database) as (online_db, bulk_db):
         async with online_db.connection() as conn:
             _, _, start = await _setup(conn)
             led = Ledger(conn)
@@ -68,8 +84,7 @@ async def test_bulk_and_online_write_identical_rows(new_database: Callable[[], A
                 holds.append((await led.transfer(request, f"hold-{k}")).id)
             for k, hold in enumerate(holds):
                 await led.post(hold, f"post-{k}")
-            online_rows = [tuple(r) for r in await conn.fetch(_POSTINGS, start)]
-            online_balances = [tuple(r) for r in await conn.fetch(_BALANCES)]
+            online_rows, online_balances = await _written(conn, start)
         async with bulk_db.connection() as conn:
             fund, ids, start = await _setup(conn)
             rows = [bulk.BulkTransfer(fund, ids[i], amount) for i, amount in zip(TARGETS, AMOUNTS, strict=True)]
@@ -78,12 +93,8 @@ async def test_bulk_and_online_write_identical_rows(new_database: Callable[[], A
             async with conn.transaction():
                 pending_ids = [i for i in held.transfer_ids if i is not None]
                 await bulk.bulk_resolve(conn, pending_ids, key="posts", post=True)
-            bulk_rows = [tuple(r) for r in await conn.fetch(_POSTINGS, start)]
-            bulk_balances = [tuple(r) for r in await conn.fetch(_BALANCES)]
+            bulk_rows, bulk_balances = await _written(conn, start)
             assert (await audit.verify(conn)).ok
-    finally:
-        await online_db.close()
-        await bulk_db.close()
     assert len(online_rows) == 4 * len(TARGETS)
     assert bulk_rows == online_rows
     assert bulk_balances == online_balances
@@ -251,9 +262,7 @@ SPLITS = [[(i, 100 + 7 * i) for i in range(10)], [(i, 300 + 11 * i) for i in (*r
 
 async def test_split_and_online_write_identical_rows(new_database: Callable[[], Awaitable[str]]) -> None:
     """One-to-many transfers written as a chunk leave the postings and balances the online path leaves."""
-    online_db = await Database.connect(await new_database())
-    bulk_db = await Database.connect(await new_database())
-    try:
+    async with _two_ledgers(new_database) as (online_db, bulk_db):
         async with online_db.connection() as conn:
             _, _, start = await _setup(conn)
             led = Ledger(conn)
@@ -263,20 +272,15 @@ async def test_split_and_online_write_identical_rows(new_database: Callable[[], 
                     *(PostingSpec(f"hh:{i:03d}", credit=a) for i, a in split),
                 )
                 await led.transfer(TransferRequest(postings, "PEN"), f"split-{k}")
-            online_rows = [tuple(r) for r in await conn.fetch(_POSTINGS, start)]
-            online_balances = [tuple(r) for r in await conn.fetch(_BALANCES)]
+            online_rows, online_balances = await _written(conn, start)
         async with bulk_db.connection() as conn:
             fund, ids, start = await _setup(conn)
             splits = [bulk.Split(fund, [(ids[i], a) for i, a in split], {"batch": k}) for k, split in enumerate(SPLITS)]
             async with conn.transaction():
                 written = await bulk.bulk_split(conn, splits, key="splits", currency="PEN", description="credits")
-            bulk_rows = [tuple(r) for r in await conn.fetch(_POSTINGS, start)]
-            bulk_balances = [tuple(r) for r in await conn.fetch(_BALANCES)]
+            bulk_rows, bulk_balances = await _written(conn, start)
             transfers = [await Ledger(conn).get_transfer(t) for t in written.transfer_ids if t is not None]
             assert (await audit.verify(conn)).ok
-    finally:
-        await online_db.close()
-        await bulk_db.close()
     assert len(online_rows) == sum(len(s) + 1 for s in SPLITS)
     assert bulk_rows == online_rows
     assert bulk_balances == online_balances
