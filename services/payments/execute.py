@@ -123,11 +123,22 @@ class ExecuteOptions:
         )
 
 
+_Item = tuple[str, str, int, str, str | None]
+"""A settled item as the check reads it: our reference, the bank's item id, amount, status and reason (text)."""
+
+
+def _item(i: ItemResult) -> _Item:
+    return (i.reference, i.id, i.amount, i.status.value, i.reason.value if i.reason is not None else None)
+
+
 @dataclass
 class _Settled:
     batch: dict[str, Any]
     bank: Batch
-    items: list[ItemResult] = field(default_factory=list)
+    # Plain tuples, not the models: a batch's items wait for their group to be applied, and a tuple of
+    # strings and numbers leaves the collector's lists at its first collection, where a model with its
+    # dictionary, field set and time zone would be walked (and promoted) as four objects.
+    items: list[_Item] = field(default_factory=list)
     payments: list[Mapping[str, Any]] = field(default_factory=list)  # our snapshot, read by the check
 
 
@@ -398,7 +409,7 @@ class RunExecutor:
                 async with gate:
                     found = await self.bank.get_batch(batch["bank_batch_id"])
                     if found.status is BatchStatus.SETTLED:
-                        settled = _Settled(batch, found, [i async for i in self.bank.iter_batch_items(found.id)])
+                        settled = _Settled(batch, found, [_item(i) async for i in self.bank.iter_batch_items(found.id)])
             except BankRetryableError as e:
                 self.log.warning("run.poll_failed", batch=batch["batch_no"], error=e.type)
             finally:
@@ -612,28 +623,27 @@ class RunExecutor:
         outcomes, credited_ids, credited_amounts = checked.outcomes, checked.credited_ids, checked.credited_amounts
         credited_households, rejected_ids = checked.credited_households, checked.rejected_ids
         rejected_total = 0
-        credited = ItemStatus.CREDITED
+        credited, pending = _STATUS_TEXT[ItemStatus.CREDITED], _STATUS_TEXT[ItemStatus.PENDING]
         problems: list[dict[str, Any]] = []
-        for item in s.items:
-            payment = payments.get(item.reference)
+        for reference, item_id, item_amount, status, reason in s.items:
+            payment = payments.get(reference)
             if payment is None:
-                problems.append({"reference": item.reference, "problem": "not a payment of this batch"})
+                problems.append({"reference": reference, "problem": "not a payment of this batch"})
                 continue
             pid = payment["id"]
             earlier = seen.get(pid)
             if earlier is not None:
-                if earlier != item.id:
-                    problems.append({"reference": item.reference, "problem": "reported twice with different items"})
+                if earlier != item_id:
+                    problems.append({"reference": reference, "problem": "reported twice with different items"})
                 continue  # the same item twice: once
             amount = payment["amount"]
-            if item.amount != amount:
-                problems.append({"reference": item.reference, "problem": f"amount {item.amount} != {amount}"})
-            elif not item.status.is_final:
-                problems.append({"reference": item.reference, "problem": "still pending in a settled batch"})
+            if item_amount != amount:
+                problems.append({"reference": reference, "problem": f"amount {item_amount} != {amount}"})
+            elif status == pending:
+                problems.append({"reference": reference, "problem": "still pending in a settled batch"})
             else:
-                seen[pid] = item.id
-                status = item.status
-                outcomes.append((pid, _STATUS_TEXT[status], item.reason.value if item.reason else None, item.id))
+                seen[pid] = item_id
+                outcomes.append((pid, status, reason, item_id))
                 if status == credited:
                     credited_ids.append(pid)
                     credited_amounts.append(amount)
