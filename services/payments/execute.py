@@ -64,6 +64,7 @@ from services.ports.bank import (
     CreditBatch,
     ItemResult,
     ItemStatus,
+    RejectReason,
     submit_or_recover,
     trusted_items,
 )
@@ -618,14 +619,16 @@ class RunExecutor:
         # batch); anything else is not one of ours.
         prefix = repo.payment_reference_prefix(self.run_id)
         payments = {f"{prefix}{p['id']}": p for p in s.payments}
-        seen: dict[int, str] = {}  # payment -> the bank's item
+        seen: dict[int, _Item] = {}  # payment -> the bank's item for it
         checked = _Checked(s, [], [], [], [], [], 0)
         outcomes, credited_ids, credited_amounts = checked.outcomes, checked.credited_ids, checked.credited_amounts
         credited_households, rejected_ids = checked.credited_households, checked.rejected_ids
         rejected_total = 0
         credited, pending = _STATUS_TEXT[ItemStatus.CREDITED], _STATUS_TEXT[ItemStatus.PENDING]
+        duplicate = RejectReason.DUPLICATE_REFERENCE.value
         problems: list[dict[str, Any]] = []
-        for reference, item_id, item_amount, status, reason in s.items:
+        for item in s.items:
+            reference, item_id, item_amount, status, reason = item
             payment = payments.get(reference)
             if payment is None:
                 problems.append({"reference": reference, "problem": "not a payment of this batch"})
@@ -633,16 +636,22 @@ class RunExecutor:
             pid = payment["id"]
             earlier = seen.get(pid)
             if earlier is not None:
-                if earlier != item_id:
-                    problems.append({"reference": reference, "problem": "reported twice with different items"})
-                continue  # the same item twice: once
+                # The same item listed twice is counted once; anything else (another item, or the same item
+                # with another status, reason or amount) leaves the payment's outcome in doubt.
+                if earlier != item:
+                    problems.append({"reference": reference, "problem": "reported twice, with different content"})
+                continue
             amount = payment["amount"]
             if item_amount != amount:
                 problems.append({"reference": reference, "problem": f"amount {item_amount} != {amount}"})
             elif status == pending:
                 problems.append({"reference": reference, "problem": "still pending in a settled batch"})
+            elif reason == duplicate:
+                # The bank says it credited this reference before, in an item we do not know of: the household
+                # was paid, so the payment must not be released to be paid again.
+                problems.append({"reference": reference, "problem": "rejected as already credited by another item"})
             else:
-                seen[pid] = item_id
+                seen[pid] = item
                 outcomes.append((pid, status, reason, item_id))
                 if status == credited:
                     credited_ids.append(pid)
@@ -656,6 +665,19 @@ class RunExecutor:
             missing = sorted(p["id"] for p in s.payments if p["id"] not in seen)
             problems.append(
                 {"problem": f"{len(missing)} payment(s) missing from the bank's items", "first": missing[:5]}
+            )
+        bank = s.bank
+        counted = (len(credited_ids), sum(credited_amounts), len(rejected_ids), rejected_total)
+        reported = (bank.credited_count, bank.credited_amount, bank.rejected_count, bank.rejected_amount)
+        if not problems and counted != reported:
+            # The batch's own counters are the bank's second statement of the same outcomes.
+            problems.append(
+                {
+                    "problem": "the items do not add up to the batch's counters (credited count and amount, "
+                    "rejected count and amount)",
+                    "items": list(counted),
+                    "batch": list(reported),
+                }
             )
         if not problems:
             return checked

@@ -24,7 +24,7 @@ from services.payments.errors import (
     RunStateError,
 )
 from services.payments.execute import ExecuteOptions, RunExecutor
-from services.ports.bank import BankPort, BatchStatus
+from services.ports.bank import BankPort, BatchStatus, ItemStatus, RejectReason
 from services.registry.service import get_household
 from tests.services.payments.conftest import World, make_world, seed_for
 
@@ -611,16 +611,32 @@ class _ReshapingBank(_MisreportingBank):
             yield item
 
 
+def _rejected(item: Any, reason: RejectReason) -> Any:
+    return item.model_copy(update={"status": ItemStatus.REJECTED, "reason": reason})
+
+
 @pytest.mark.parametrize(
     ("reshape", "problem"),
     [
         (lambda items: items[1:], "1 payment(s) missing from the bank's items"),
         (
             lambda items: [*items, items[0].model_copy(update={"id": items[0].id + "-again"})],
-            "reported twice with different items",
+            "reported twice, with different content",
+        ),
+        (  # the same item, first as rejected, then as credited: its outcome is in doubt, not the first one
+            lambda items: [_rejected(items[0], RejectReason.PROCESSING_ERROR), *items],
+            "reported twice, with different content",
+        ),
+        (  # the bank credited this reference before: released, it would be paid again
+            lambda items: [_rejected(items[0], RejectReason.DUPLICATE_REFERENCE), *items[1:]],
+            "rejected as already credited by another item",
+        ),
+        (  # the items say rejected where the batch's own counters say credited
+            lambda items: [_rejected(items[0], RejectReason.PROCESSING_ERROR), *items[1:]],
+            "the items do not add up to the batch's counters",
         ),
     ],
-    ids=["an item missing", "an item twice"],
+    ids=["an item missing", "an item twice", "one item with two statuses", "already credited", "counters differ"],
 )
 async def test_a_batch_with_an_item_missing_or_twice_stays_open(
     world: World, reshape: Callable[[list[Any]], list[Any]], problem: str
