@@ -7,6 +7,7 @@ from typing import Any
 
 from ledger import cursors
 from ledger.db import Connection, affected_rows
+from services.identifiers import BN_BANK_CODE
 from services.payments.errors import RunIncident, RunNotFound
 
 RUN_COLUMNS = """id, program, period, status, currency, rule_version, batch_size, payments_count, payments_total,
@@ -173,6 +174,10 @@ async def insert_payments_and_entitlements(
     accrued before, in ``run_older``) and the period's entitlements, pointing at the payment that carries them
     (null: accrued, for a household with no usable account yet).
 
+    A usable account is a Banco de la Nación CCI (bank code ``018``): the program pays into its savings
+    accounts, and the bank refuses a whole batch that names another bank's account. A household registered
+    with another bank's CCI accrues, as one with no CCI does, until the registry gives it one at the bank.
+
     Reads only ``run_entitlements`` (which carries each household's account and whether it already has an
     entitlement for the period) and ``run_older``, plus the registry for a household paid only what it had
     accrued. Payment ids are drawn from the payments' own sequence in that pass, so both tables are written
@@ -209,7 +214,7 @@ async def insert_payments_and_entitlements(
                       case when c.household_id is null then o.ubigeo else c.ubigeo end as ubigeo
                  from cur c full join older o on o.household_id = c.household_id),
            numbered as materialized (  -- read twice: each row's id is drawn once, whatever the planner does
-               select d.*, case when d.cci is not null and d.cci <> '' and d.amount > 0
+               select d.*, case when left(d.cci, 3) = $6 and d.amount > 0
                                 then nextval($5::regclass) end as payment_id
                  from due d),
            paid as (
@@ -229,6 +234,7 @@ async def insert_payments_and_entitlements(
         run_id,
         batch_size,
         id_sequence,
+        BN_BANK_CODE,
     )
 
 

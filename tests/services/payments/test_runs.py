@@ -256,6 +256,34 @@ async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: W
         assert twice == 0
 
 
+async def test_a_household_with_another_banks_account_accrues_instead_of_stopping_its_batch(world: World) -> None:
+    """The bank refuses a whole batch naming another bank's account: such a household is not paid into it,
+    its entitlement accrues (as with no account), and the rest of the run settles."""
+    rows = await world.register(3)
+    elsewhere = dict(rows[0], cci="00219119184091600051")  # a valid CCI, of bank 002, not Banco de la Nación
+    await world.upsert([elsewhere])
+    await world.fund(10_000_00)
+    run_id = await _create(world, "2026-B4")
+    s = await _summary(world, run_id)
+    assert (s["run"]["payments_count"], s["run"]["accrued_count"]) == (2, 1)
+    await _approve(world, run_id)
+    assert (await _execute(world, run_id))["status"] == "settled"
+    assert await world.balance(FUND) == 10_000_00 - 2 * 200_00
+    # Given its account at the bank, the household is paid both periods in the next run, once.
+    await world.upsert([dict(rows[0])])
+    run2 = await _create(world, "2026-B5")
+    async with world.db.connection() as conn:
+        amounts = dict(await conn.fetch("select household_id, amount from payments.payments where run_id = $1", run2))
+    assert amounts == {
+        rows[0]["household_id"]: 2 * 200_00,
+        rows[1]["household_id"]: 200_00,
+        rows[2]["household_id"]: 200_00,
+    }
+    await _approve(world, run2)
+    assert (await _execute(world, run2))["status"] == "settled"
+    assert await world.balance(f"household:{rows[0]['household_id']}:savings") == 2 * 200_00
+
+
 async def test_an_entitlement_released_while_a_run_is_created_stays_accrued_for_the_next(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
