@@ -198,12 +198,14 @@ class RunExecutor:
         self.options = options or ExecuteOptions()
         self.log = log.bind(run=run_id)
         self._mismatched: set[int] = set()  # batches whose items contradict the snapshot (incidents)
+        self._refused: dict[int, str] = {}  # batches the bank refused in this execution -> why (incidents)
         self._acknowledged = asyncio.Event()  # a batch was acknowledged (settlement has work)
         self._transit: int | None = None  # the program's in-transit account, read once per execution
 
     async def execute(self) -> dict[str, Any]:
         """Run every remaining step; returns the run. Safe to call again at any time (it resumes)."""
         self._mismatched = set()
+        self._refused = {}
         self._acknowledged = asyncio.Event()
         self._transit = None
         with batch_collector():
@@ -215,7 +217,18 @@ class RunExecutor:
                         return run
                     await self._hold(run)
                     await self._submit_and_settle(run)
-                    return await self._finish()
+                    done = await self._finish()
+                    if self._refused:
+                        first = min(self._refused)
+                        raise RunIncident(
+                            f"run {self.run_id}: the bank refused batch(es) {sorted(self._refused)[:20]} (batch "
+                            f"{first}: {self._refused[first]}); everything else is settled. Recorded as incidents: "
+                            f"see {show_hint(self.run_id)}; once the cause is fixed (e.g. the bank's funding account "
+                            f"topped up), {resume_hint(self.run_id)} sends them again",
+                            run=self.run_id,
+                            batches=sorted(self._refused)[:20],
+                        )
+                    return done
                 finally:
                     await lock_conn.execute("select pg_advisory_unlock($1, $2)", _LOCK_CLASS, self.run_id)
 
@@ -334,7 +347,7 @@ class RunExecutor:
                 if ok:
                     self.progress.advance("submit")
                     return None
-                return batch_no
+                return None if batch_no in self._refused else batch_no  # refused: not sent again this time
 
             # A task group, not gather: if one submission fails the others are cancelled, none outlives execute.
             async with asyncio.TaskGroup() as sending:
@@ -366,15 +379,15 @@ class RunExecutor:
             self.log.warning("run.submit_deferred", batch=batch_no, error=e.type)
             return False
         except BankPermanentError as e:
+            # Recorded, and the rest of the run goes on: the other batches are sent and settled, and the run
+            # stops with this one named once everything else is done (see execute).
             async with self.db.unit_of_work() as conn:
                 await repo.incident(
                     conn, self.run_id, "submit_refused", {"error": e.type, "detail": e.detail}, batch_no
                 )
-            raise RunIncident(
-                f"run {self.run_id} batch {batch_no}: the bank refused the batch ({e.detail}); see "
-                f"{show_hint(self.run_id)}",
-                run=self.run_id,
-            ) from e
+            self.log.error("run.submit_refused", batch=batch_no, error=e.type)
+            self._refused[batch_no] = e.detail
+            return False
         async with self.db.connection() as conn:  # one statement, its own transaction
             await conn.execute(
                 """update payments.batches set status = 'acknowledged', bank_batch_id = $3,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -25,6 +26,7 @@ from services.payments.errors import (
 )
 from services.payments.execute import ExecuteOptions, RunExecutor
 from services.ports.bank import BankPort, BatchStatus, ItemStatus, RejectReason
+from services.programs import service as programs
 from services.registry.service import get_household
 from tests.services.payments.conftest import World, make_world, seed_for
 
@@ -282,6 +284,36 @@ async def test_a_household_with_another_banks_account_accrues_instead_of_stoppin
     await _approve(world, run2)
     assert (await _execute(world, run2))["status"] == "settled"
     assert await world.balance(f"household:{rows[0]['household_id']}:savings") == 2 * 200_00
+
+
+async def test_a_batch_the_bank_refuses_is_recorded_and_the_rest_of_the_run_settles(world: World) -> None:
+    """The bank's funding account covers half the run: the batches it refuses do not stop the others being
+    sent and settled; the run says which were refused, and once the bank is funded, resuming sends them."""
+    await world.register(8)
+    async with world.db.unit_of_work() as conn:  # the ledger's fund covers every payment...
+        await programs.fund(conn, "JUNTOS", 8 * 200_00, "MEF-2026-001", actor="budget-office")
+    await world.control.deposit_funding(4 * 200_00, reference="MEF-2026-001")  # ...the bank's account half
+    run_id = await _create(world, batch_size=2)
+    await _approve(world, run_id)
+    one_at_a_time = dataclasses.replace(FAST, concurrency=1)
+    with pytest.raises(RunIncident, match=r"the bank refused batch\(es\) \[2, 3\].*everything else is settled") as err:
+        await _execute(world, run_id, one_at_a_time)
+    assert err.value.extra["batches"] == [2, 3]
+    async with world.db.connection() as conn:
+        batches = dict(await conn.fetch("select batch_no, status from payments.batches where run_id = $1", run_id))
+        incidents = await conn.fetch("select kind, batch_no from payments.incidents where run_id = $1", run_id)
+        run = await conn.fetchval("select status from payments.runs where id = $1", run_id)
+    assert batches == {0: "closed", 1: "closed", 2: "submitting", 3: "submitting"}
+    assert sorted((r["kind"], r["batch_no"]) for r in incidents) == [("submit_refused", 2), ("submit_refused", 3)]
+    assert run == "executing"
+    assert await world.balance(FUND) == 4 * 200_00  # the refused batches' money stays held in the fund
+    assert await world.balance(TRANSIT) == 0
+    await world.control.deposit_funding(4 * 200_00, reference="MEF-2026-002")
+    assert (await _execute(world, run_id, one_at_a_time))["status"] == "settled"
+    assert await world.balance(FUND) == 0
+    assert await world.balance(TRANSIT) == 0
+    for h in world.households:
+        assert await world.balance(f"household:{h['household_id']}:savings") == 200_00
 
 
 async def test_an_entitlement_released_while_a_run_is_created_stays_accrued_for_the_next(
