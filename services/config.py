@@ -45,7 +45,13 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface `serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `serve` listens on.")
     db_name: str = Field(default="cct_ledger", description="Database name inside the embedded server.")
-    db_pool_size: int = Field(default=10, ge=1, le=200, description="Maximum connections in the pool.")
+    db_pool_size: int = Field(
+        default=10,
+        ge=2,
+        le=200,
+        description="Maximum connections in the pool; at least 2 (a run's execution keeps one for its lock and "
+        "works on the others).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto",

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from services.config import get_settings
+from services.cli.common import read_settings
 
 
 class FaultsChoice(enum.StrEnum):
@@ -65,7 +65,7 @@ def bank_sim(
     from adapters.bank.simulator import FileStore, MemoryStore, SimStateMismatch, create_app
     from services.logs import configure_logging
 
-    settings = get_settings()
+    settings = read_settings()
     configure_logging(settings.log_level, settings.log_format)
     folder = state_dir or settings.data_dir / "bank-sim"
     secret = webhook_secret if webhook_secret is not None else settings.bank_webhook_secret

@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import typer
+from pydantic import AliasChoices, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -49,10 +50,29 @@ USER_OPTION = typer.Option(
 )
 
 
+def read_settings() -> Settings:
+    """The settings from the environment; a bad value stops the command with the variable named and why."""
+    try:
+        return get_settings()
+    except ValidationError as e:
+        for error in e.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            field = Settings.model_fields.get(name)
+            alias = field.validation_alias if field is not None else None
+            variable = alias.choices[0] if isinstance(alias, AliasChoices) else f"CCT_{name.upper()}"
+            err.print(
+                f"[bold red]error:[/] {escape(str(variable))}={escape(repr(error.get('input')))}: "
+                f"{escape(error['msg'])}",
+                highlight=False,
+            )
+        err.print("[dim]hint:[/] fix or unset it; the README's Configuration table lists every setting")
+        raise typer.Exit(2) from None
+
+
 def settings() -> Settings:
     """The settings, with logging configured for a command line: events go to stderr; unless CCT_LOG_LEVEL is
     set, only warnings and errors, so the output people read is not drowned by the events."""
-    s = get_settings()
+    s = read_settings()
     level = s.log_level if "CCT_LOG_LEVEL" in os.environ else "WARNING"
     configure_logging(level, "console" if s.log_format == "auto" else s.log_format)
     return s

@@ -9,7 +9,9 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from ledger.errors import AppError
 from services.api.deps import Approver, Conn, Id, Paging, Reader, UoW, Writer, page
+from services.db import DatabasePort
 from services.payments import report, repository, service
 from services.payments.errors import RunStateError
 from services.payments.execute import ExecuteOptions, RunExecutor
@@ -65,24 +67,45 @@ async def execute(run_id: Id, who: Writer, request: Request, conn: Conn) -> JSON
     run = await repository.get_run(conn, run_id)
     if run["status"] not in ("approved", "executing"):
         raise RunStateError(f"run {run_id} is {run['status']}; only an approved run can be executed", run=run_id)
+    # One execution per run in this server: a repeated call while it runs starts nothing (another server
+    # process's execution of the same run is kept out by the run's lock, and this one waits its turn).
+    running: dict[int, asyncio.Task[Any]] = request.app.state.__dict__.setdefault("run_tasks", {})
+    if run_id in running:
+        return JSONResponse(
+            {"id": run_id, "status": "executing", "detail": "already executing in this server"}, status_code=202
+        )
     bank = request.app.state.bank_factory()
     database = request.app.state.database
-    tasks: set[asyncio.Task[Any]] = request.app.state.__dict__.setdefault("run_tasks", set())
 
     async def work() -> None:
         try:
             await RunExecutor(
                 database, bank, run_id, who.name, options=ExecuteOptions.from_settings(request.app.state.settings)
             ).execute()
-        except Exception as e:  # reported in the run's events and logs; the run resumes on the next call
+        except Exception as e:  # the run resumes on the next call; the failure is in its events and the logs
             log.error("run.execute_failed", run=run_id, error=repr(e))
+            await _record_failure(database, run_id, who.name, e)
         finally:
             await bank.aclose()
 
     task = asyncio.create_task(work())
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    running[run_id] = task
+    task.add_done_callback(lambda _: running.pop(run_id, None))
     return JSONResponse({"id": run_id, "status": "executing", "detail": "execution started"}, status_code=202)
+
+
+async def _record_failure(database: DatabasePort, run_id: int, actor: str, error: Exception) -> None:
+    """An execution started over HTTP has no caller to tell: its failure becomes an ``execution_failed`` event
+    of the run (what `GET /v1/payment-runs/{id}` shows), with the error's type and what to do."""
+    if isinstance(error, AppError):
+        detail = {**error.extra, "error": error.type, "detail": error.detail}
+    else:
+        detail = {"error": "internal-error", "detail": f"{type(error).__name__}: the execution stopped; resume it"}
+    try:
+        async with database.unit_of_work() as conn:
+            await repository.event(conn, run_id, actor, "execution_failed", detail)
+    except Exception as e:  # the database itself may be what failed; the log above has the error
+        log.error("run.execute_failure_not_recorded", run=run_id, error=repr(e))
 
 
 @router.post("/{run_id}/close", response_model=RunOut, summary="Close a settled run")

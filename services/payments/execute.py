@@ -30,14 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
 
 from ledger import bulk
-from ledger.db import Connection
 from ledger.engine import Ledger, Resolution
 from ledger.errors import AppError, InsufficientFunds
 from ledger.models import NormalBalance
@@ -209,28 +208,24 @@ class RunExecutor:
         self._acknowledged = asyncio.Event()
         self._transit = None
         with batch_collector():
-            async with self.db.session() as lock_conn:
-                await self._lock(lock_conn)
-                try:
-                    run = await self._start()
-                    if run["status"] in ("settled", "closed"):
-                        return run
-                    await self._hold(run)
-                    await self._submit_and_settle(run)
-                    done = await self._finish()
-                    if self._refused:
-                        first = min(self._refused)
-                        raise RunIncident(
-                            f"run {self.run_id}: the bank refused batch(es) {sorted(self._refused)[:20]} (batch "
-                            f"{first}: {self._refused[first]}); everything else is settled. Recorded as incidents: "
-                            f"see {show_hint(self.run_id)}; once the cause is fixed (e.g. the bank's funding account "
-                            f"topped up), {resume_hint(self.run_id)} sends them again",
-                            run=self.run_id,
-                            batches=sorted(self._refused)[:20],
-                        )
-                    return done
-                finally:
-                    await lock_conn.execute("select pg_advisory_unlock($1, $2)", _LOCK_CLASS, self.run_id)
+            async with self._locked():
+                run = await self._start()
+                if run["status"] in ("settled", "closed"):
+                    return run
+                await self._hold(run)
+                await self._submit_and_settle(run)
+                done = await self._finish()
+                if self._refused:
+                    first = min(self._refused)
+                    raise RunIncident(
+                        f"run {self.run_id}: the bank refused batch(es) {sorted(self._refused)[:20]} (batch "
+                        f"{first}: {self._refused[first]}); everything else is settled. Recorded as incidents: "
+                        f"see {show_hint(self.run_id)}; once the cause is fixed (e.g. the bank's funding account "
+                        f"topped up), {resume_hint(self.run_id)} sends them again",
+                        run=self.run_id,
+                        batches=sorted(self._refused)[:20],
+                    )
+                return done
 
     async def _submit_and_settle(self, run: dict[str, Any]) -> None:
         """Submission and settlement side by side: a batch is settled as soon as the bank has settled it, while
@@ -260,9 +255,23 @@ class RunExecutor:
             raise error  # outside the handler: its own cause and context, not the group's
 
     # ------------------------------------------------------------------------------------------- steps
-    async def _lock(self, conn: Connection) -> None:
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """Hold the run's advisory lock (one execution at a time, across processes) for the block.
+
+        The lock lives on a session kept for the whole execution. While another execution holds it, each try
+        takes a connection only for the try: a caller waiting its turn does not keep one of the pool's
+        connections from the execution it waits for.
+        """
         deadline = time.monotonic() + self.options.lock_wait
-        while not await conn.fetchval("select pg_try_advisory_lock($1, $2)", _LOCK_CLASS, self.run_id):
+        while True:
+            async with self.db.session() as conn:
+                if await conn.fetchval("select pg_try_advisory_lock($1, $2)", _LOCK_CLASS, self.run_id):
+                    try:
+                        yield
+                    finally:
+                        await conn.execute("select pg_advisory_unlock($1, $2)", _LOCK_CLASS, self.run_id)
+                    return
             if time.monotonic() > deadline:
                 raise RunBusy(
                     f"run {self.run_id} is being executed by another process; try again later", run=self.run_id

@@ -292,3 +292,22 @@ def test_a_bank_state_folder_of_another_world_is_a_refusal(
     result = cli("bank-sim", "--state-dir", str(tmp_path), "--seed", "4")
     assert result.exit_code == 1
     assert "seed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "why"),
+    [
+        ("CCT_DB_POOL_SIZE", "1", "greater than or equal to 2"),
+        ("CCT_RUN_CONCURRENCY", "many", "valid integer"),
+        ("CCT_LOG_FORMAT", "xml", "'auto', 'console' or 'json'"),
+    ],
+)
+def test_a_bad_setting_names_its_variable_and_why(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, why: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result = cli("runs", "list")
+    assert result.exit_code == 2
+    assert f"{variable}={value!r}" in result.output
+    assert why in result.output
+    assert "Traceback" not in result.output

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from adapters.bank.simulator import get_simulator
-from adapters.postgres.database import Database
+from adapters.postgres.database import Database, asyncpg_dsn
 from ledger import audit
 from ledger.engine import Ledger
 from services.payments import report, service
@@ -24,7 +24,7 @@ from services.payments.errors import (
     RunNotFunded,
     RunStateError,
 )
-from services.payments.execute import ExecuteOptions, RunExecutor
+from services.payments.execute import _LOCK_CLASS, ExecuteOptions, RunExecutor
 from services.ports.bank import BankPort, BatchStatus, ItemStatus, RejectReason
 from services.programs import service as programs
 from services.registry.service import get_household
@@ -468,6 +468,36 @@ async def test_two_concurrent_executions_make_one_set_of_payments(world: World) 
     async with world.db.connection() as conn:
         assert await conn.fetchval("select count(*) from payments.payment_states where status = 'credited'") == 9
         assert await conn.fetchval("select count(*) from ledger.transfers where kind = 1") == 5  # one hold per batch
+
+
+async def test_an_execution_waiting_for_the_runs_lock_keeps_no_connection_from_the_pool(
+    world: World, db_url: str
+) -> None:
+    """Two connections are enough to execute a run (the lock's and one for the work), and one waiting its
+    turn takes a connection only for each try: the pool stays free for the execution it waits for."""
+    await world.register(4)
+    await world.fund(100_000_00)
+    run_id = await _create(world, batch_size=2)
+    await _approve(world, run_id)
+    small = await Database.connect(db_url, min_size=1, max_size=2)
+    other = await asyncpg.connect(asyncpg_dsn(db_url))  # another process's execution, holding the run's lock
+    try:
+        assert await other.fetchval("select pg_try_advisory_lock($1, $2)", _LOCK_CLASS, run_id)
+        waiting = asyncio.create_task(
+            RunExecutor(small, world.bank, run_id, "maria", options=dataclasses.replace(FAST, lock_wait=60)).execute()
+        )
+        await asyncio.sleep(0.5)
+        for _ in range(5):  # both of the pool's connections at once, while the execution waits
+            async with asyncio.timeout(5), small.connection() as a, small.connection() as b:
+                assert await a.fetchval("select 1") == await b.fetchval("select 1") == 1
+            await asyncio.sleep(0.1)
+        assert not waiting.done()
+        await other.execute("select pg_advisory_unlock($1, $2)", _LOCK_CLASS, run_id)
+        assert (await asyncio.wait_for(waiting, timeout=120))["status"] == "settled"
+    finally:
+        await other.close()
+        await small.close()
+    assert await world.balance(FUND) == 100_000_00 - 4 * 200_00
 
 
 async def test_bad_steps_are_refused_with_clear_errors(world: World) -> None:

@@ -18,6 +18,8 @@ from services.api.app import create_app
 from services.auth.service import create_token
 from services.cli.main import app as cli
 from services.config import Settings, get_settings
+from services.payments import service
+from services.programs import service as programs
 from tests.services.payments.conftest import World
 
 
@@ -65,7 +67,7 @@ async def test_payment_runs_over_http(world: World, db: Database, cli_env: dict[
         r = await api.post(f"/v1/payment-runs/{run['id']}/execute", headers=h("maria"))
         assert r.status_code == 202
         # The execution runs in the app's background; wait for it to end, then read what the API says of it.
-        await asyncio.wait_for(asyncio.gather(*app.state.run_tasks), timeout=300)
+        await asyncio.wait_for(asyncio.gather(*app.state.run_tasks.values()), timeout=300)
         state = (await api.get(f"/v1/payment-runs/{run['id']}", headers=h("lucia"))).json()
         assert state["run"]["status"] == "settled"
         assert state["payments"]["credited"]["count"] == 7
@@ -81,6 +83,66 @@ async def test_payment_runs_over_http(world: World, db: Database, cli_env: dict[
     )
     assert again.exit_code == 0, again.output
     assert "is already settled: nothing to execute" in again.output
+
+
+class _GatedBank:
+    """The simulated bank's client, but no batch is sent before ``gate`` opens."""
+
+    def __init__(self, bank: Any, gate: asyncio.Event) -> None:
+        self._bank, self._gate = bank, gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bank, name)
+
+    async def submit_batch(self, *args: Any, **kwargs: Any) -> Any:
+        await self._gate.wait()
+        return await self._bank.submit_batch(*args, **kwargs)
+
+
+async def test_repeated_execute_calls_start_one_execution_and_a_failure_is_in_the_runs_events(
+    world: World, db: Database
+) -> None:
+    await world.register(4)
+    async with db.unit_of_work() as conn:  # the ledger's fund covers the run, the bank's account half of it
+        await programs.fund(conn, "JUNTOS", 4 * 200_00, "MEF-2026-001", actor="budget-office")
+    await world.control.deposit_funding(2 * 200_00, reference="MEF-2026-001")
+    tokens = await _tokens(db)
+    gate = asyncio.Event()
+    app = create_app(
+        Settings(token_cache_seconds=0, run_poll_seconds=0, run_concurrency=1), database=db, background=False
+    )
+    app.state.bank_factory = lambda: _GatedBank(connect(world.app)[0], gate)
+    h = {
+        "maria": {"Authorization": f"Bearer {tokens['maria']}"},
+        "lucia": {"Authorization": f"Bearer {tokens['lucia']}"},
+    }
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        r = await api.post(
+            "/v1/payment-runs", json={"program": "JUNTOS", "period": "2026-B5", "batch_size": 2}, headers=h["maria"]
+        )
+        run_id = r.json()["id"]
+        async with db.unit_of_work() as conn:
+            await service.approve_run(conn, run_id, "jorge")
+        first = await api.post(f"/v1/payment-runs/{run_id}/execute", headers=h["maria"])
+        assert (first.status_code, first.json()["detail"]) == (202, "execution started")
+        for _ in range(12):  # more calls than the pool has connections: none starts another execution
+            again = await api.post(f"/v1/payment-runs/{run_id}/execute", headers=h["maria"])
+            assert (again.status_code, again.json()["detail"]) == (202, "already executing in this server")
+        assert len(app.state.run_tasks) == 1
+        seen = await asyncio.wait_for(api.get(f"/v1/payment-runs/{run_id}", headers=h["lucia"]), timeout=10)
+        assert seen.json()["run"]["status"] == "executing"
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*app.state.run_tasks.values()), timeout=300)
+        assert app.state.run_tasks == {}
+        state = (await api.get(f"/v1/payment-runs/{run_id}", headers=h["lucia"])).json()
+    # The bank refused the batch its funding account could not cover: the execution stopped, and says so.
+    failed = [e for e in state["events"] if e["event"] == "execution_failed"]
+    assert len(failed) == 1
+    assert failed[0]["detail"]["error"] == "run-incident"
+    assert "the bank refused batch(es) [1]" in failed[0]["detail"]["detail"]
+    assert failed[0]["detail"]["batches"] == [1]
+    assert state["payments"]["credited"]["count"] == 2
 
 
 @pytest.fixture
