@@ -84,7 +84,11 @@ class Settings(BaseSettings):
     )
     run_concurrency: int = Field(default=8, ge=1, le=64, description="Bank requests in flight while a run executes.")
     run_settle_group: int = Field(
-        default=10, ge=1, le=1000, description="Settled bank batches applied to the ledger per transaction."
+        default=10,
+        ge=1,
+        le=200,
+        description="Settled bank batches applied to the ledger per transaction (at most 200: their credits are "
+        "one bulk chunk of at most 200,000).",
     )
     run_apply_workers: int = Field(
         default=2, ge=1, le=16, description="Ledger transactions applying settled groups at once during a run."

@@ -54,6 +54,7 @@ from services.payments.errors import (
 )
 from services.payments.programs_link import program_context
 from services.ports.bank import (
+    MAX_BATCH_ITEMS,
     BankAmbiguousError,
     BankPermanentError,
     BankPort,
@@ -88,6 +89,10 @@ class NoProgress:
         return None
 
 
+MAX_SETTLE_GROUP = bulk.MAX_CHUNK // MAX_BATCH_ITEMS
+"""The most settled batches one ledger transaction applies: their credits are one bulk chunk."""
+
+
 @dataclass(frozen=True)
 class ExecuteOptions:
     """Tuning of an execution.
@@ -111,6 +116,13 @@ class ExecuteOptions:
     settle_timeout: float = 3600.0
     submit_rounds: int = 6
     lock_wait: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.settle_group <= MAX_SETTLE_GROUP:
+            raise ValueError(
+                f"settle_group must be 1 to {MAX_SETTLE_GROUP} (a group's credits are one ledger chunk of at most "
+                f"{bulk.MAX_CHUNK:,} legs, {MAX_BATCH_ITEMS:,} a batch), got {self.settle_group}"
+            )
 
     @classmethod
     def from_settings(cls, settings: Any) -> ExecuteOptions:
@@ -313,16 +325,21 @@ class RunExecutor:
             accounts = await Ledger(conn).get_accounts([ctx.fund_account, ctx.in_transit_account])
             fund, transit = accounts[ctx.fund_account].id, accounts[ctx.in_transit_account].id
             self.progress.start("hold", len(planned))
+            hold_ids: list[int | None] = []
             try:
-                result = await bulk.bulk_transfer(
-                    conn,
-                    [bulk.BulkTransfer(fund, transit, r["total"]) for r in planned],
-                    key=f"run:{self.run_id}:holds",
-                    currency=run["currency"],
-                    pending=True,
-                    description=f"{run['program']} {run['period']} run {self.run_id}: batch hold",
-                    actor=self.actor,
-                )
+                # One bulk chunk per MAX_CHUNK batches (a run of small batches can have more), all in this
+                # transaction: the run is held whole or not at all.
+                for k, first in enumerate(range(0, len(planned), bulk.MAX_CHUNK)):
+                    result = await bulk.bulk_transfer(
+                        conn,
+                        [bulk.BulkTransfer(fund, transit, r["total"]) for r in planned[first : first + bulk.MAX_CHUNK]],
+                        key=f"run:{self.run_id}:holds" + (f":{k}" if k else ""),
+                        currency=run["currency"],
+                        pending=True,
+                        description=f"{run['program']} {run['period']} run {self.run_id}: batch hold",
+                        actor=self.actor,
+                    )
+                    hold_ids += result.transfer_ids
             except InsufficientFunds as e:
                 raise RunNotFunded(
                     f"run {self.run_id}: {ctx.fund_account} cannot hold the run ({e.detail}); record an appropriation "
@@ -335,7 +352,7 @@ class RunExecutor:
                     where b.run_id = $1 and b.batch_no = h.batch_no""",
                 self.run_id,
                 [r["batch_no"] for r in planned],
-                result.transfer_ids,
+                hold_ids,
             )
             await repo.event(conn, self.run_id, self.actor, "held", {"batches": len(planned)})
             self.progress.advance("hold", len(planned))

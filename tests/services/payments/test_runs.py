@@ -9,11 +9,13 @@ from typing import Any, cast
 
 import asyncpg
 import pytest
+from pydantic import ValidationError
 
 from adapters.bank.simulator import get_simulator
 from adapters.postgres.database import Database, asyncpg_dsn
-from ledger import audit
+from ledger import audit, bulk
 from ledger.engine import Ledger
+from services.config import Settings
 from services.payments import report, service
 from services.payments import repository as repo
 from services.payments.errors import (
@@ -498,6 +500,34 @@ async def test_an_execution_waiting_for_the_runs_lock_keeps_no_connection_from_t
         await other.close()
         await small.close()
     assert await world.balance(FUND) == 100_000_00 - 4 * 200_00
+
+
+async def test_a_run_with_more_batches_than_a_bulk_chunk_is_held_in_several(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Holds are written a bulk chunk at a time, in one transaction; here a chunk of 2 for 5 batches."""
+    await world.register(9)
+    await world.fund(100_000_00)
+    run_id = await _create(world, batch_size=2)
+    await _approve(world, run_id)
+    monkeypatch.setattr(bulk, "MAX_CHUNK", 2)
+    done = await _execute(world, run_id, dataclasses.replace(FAST, settle_group=1))
+    assert done["status"] == "settled"
+    async with world.db.connection() as conn:
+        holds = await conn.fetch(
+            "select hold_transfer_id from payments.batches where run_id = $1 order by batch_no", run_id
+        )
+        keys = await conn.fetchval("select count(*) from ledger.bulk_chunks where key like $1", f"run:{run_id}:holds%")
+    assert len({r["hold_transfer_id"] for r in holds}) == 5
+    assert keys == 3
+    assert await world.balance(FUND) == 100_000_00 - 9 * 200_00
+
+
+def test_a_settle_group_larger_than_a_bulk_chunk_is_refused() -> None:
+    with pytest.raises(ValueError, match="settle_group must be 1 to 200"):
+        ExecuteOptions(settle_group=201)
+    with pytest.raises(ValidationError, match="less than or equal to 200"):
+        Settings(run_settle_group=201)
 
 
 async def test_bad_steps_are_refused_with_clear_errors(world: World) -> None:
