@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_confi
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from adapters.bank.schemas import MAX_BULK_ACCOUNTS
-from services.identifiers import InvalidIdentifier, normalize_ubigeo
+from services.identifiers import InvalidIdentifier, normalize_ubigeo, plain_cci_is_valid
 from services.ports.bank import MAX_BATCH_ITEMS, AccountNumber, PositiveCents, Reference, TitularName
 
 _DOUBLED: Final = str.maketrans("0123456789", "0246813579")  # digit -> digit sum of twice the digit
@@ -99,30 +99,13 @@ _ITEM_FIELDS: Final = itemgetter("reference", "dni", "amount", "account_number",
 _ACCOUNTS: Final = TypeAdapter(_Accounts)
 
 
-def _group_check(digits: str) -> int:
-    # Weights 1, 2, 1, 2... from the left, digit sums of the products (services.identifiers' CCI check digit).
-    total = sum((digits[0::2] + digits[1::2].translate(_DOUBLED)).encode()) - 48 * len(digits)
-    return (10 - total % 10) % 10
-
-
 def ccis_are_valid(ccis: list[str]) -> bool:
     """Whether every one of these 20-digit strings carries the right CCI check digits.
 
-    The same check as :func:`services.identifiers.normalize_cci` on a plain 20-digit CCI, in one loop (the
-    bank-and-office digit is computed once per office).
+    The same check as :func:`services.identifiers.normalize_cci` on a plain 20-digit CCI, by table
+    (:func:`services.identifiers.plain_cci_is_valid`): about 1 µs a CCI.
     """
-    heads: dict[str, str] = {}
-    doubled, digits = _DOUBLED, _DIGITS
-    for cci in ccis:
-        head = cci[:6]
-        first = heads.get(head)
-        if first is None:
-            first = heads[head] = digits[_group_check(head)]
-        account = cci[6:18]
-        total = sum((account[0::2] + account[1::2].translate(doubled)).encode()) - 576  # 48 x 12 digits
-        if cci[18] != first or cci[19] != digits[(10 - total % 10) % 10]:
-            return False
-    return True
+    return all(map(plain_cci_is_valid, ccis))
 
 
 def credit_batch_payload(raw: bytes) -> dict[str, Any] | None:

@@ -16,12 +16,8 @@ from services.identifiers import (
     normalize_cci,
     normalize_dni,
     normalize_ubigeo,
+    plain_cci_is_valid,
 )
-
-
-def _digit_sum(n: int) -> int:
-    return n // 10 + n % 10
-
 
 DNI_DIGITS: Final = "65432110987"
 DNI_LETTERS: Final = "KJIHGFEDCBA"
@@ -32,12 +28,6 @@ DNI_HEAD: Final = {
 DNI_TAIL: Final = {
     f"{i:04d}": 5 * (i // 1000) + 4 * (i // 100 % 10) + 3 * (i // 10 % 10) + 2 * (i % 10) for i in range(10_000)
 }
-# CCI groups use weights 1, 2, 1, 2... from the left; a 3-digit block starts on weight 1 or on weight 2.
-CCI_ODD: Final = {f"{i:03d}": (i // 100) + _digit_sum(2 * (i // 10 % 10)) + (i % 10) for i in range(1_000)}
-CCI_EVEN: Final = {
-    f"{i:03d}": _digit_sum(2 * (i // 100)) + (i // 10 % 10) + _digit_sum(2 * (i % 10)) for i in range(1_000)
-}
-CCI_CHECK: Final = "0987654321"  # (10 - s % 10) % 10 as a character, indexed by s % 10
 
 
 def check_dni(value: str, field: str = "titular_dni") -> str:
@@ -72,15 +62,8 @@ def check_cci(value: str, field: str = "cci") -> str:
     Raises:
         InvalidCCI: as :func:`services.identifiers.normalize_cci` would.
     """
-    if len(value) == 20:
-        odd, even = CCI_ODD, CCI_EVEN
-        try:
-            first = odd[value[0:3]] + even[value[3:6]]
-            second = odd[value[6:9]] + even[value[9:12]] + odd[value[12:15]] + even[value[15:18]]
-        except KeyError:
-            return normalize_cci(value, field)
-        if value[18] == CCI_CHECK[first % 10] and value[19] == CCI_CHECK[second % 10]:
-            return value
+    if plain_cci_is_valid(value):
+        return value
     return normalize_cci(value, field)
 
 
