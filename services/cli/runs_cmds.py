@@ -1,4 +1,5 @@
-"""``cct-ledger runs``: create, approve, execute (or resume), show, list, report, close payment runs."""
+"""``cct-ledger runs``: create, approve, execute (or resume), cancel a refused batch, show, list, report, close
+payment runs."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from services.cli.common import (
 from services.cli.progress import Bars, working
 from services.payments import report, repository, service
 from services.payments.errors import RunNotApproved
-from services.payments.execute import ExecuteOptions, RunExecutor
+from services.payments.execute import ExecuteOptions, RunExecutor, cancel_refused_batch
 
 app = typer.Typer(
     help="Payment runs: create → approve → execute → settled → closed.\n\n"
@@ -308,6 +309,37 @@ async def report_cmd(
     print_summary(s)
     if csv_path:
         console.print(f"wrote {lines:,} payments to {escape(str(csv_path))}")
+
+
+@app.command("cancel-batch")
+@command
+async def cancel_batch(
+    run_id: int = RUN_ID,
+    batch_no: int = typer.Argument(..., min=0, max=2**31 - 1, help="The batch number (`runs show` lists incidents)."),
+    reason: str = typer.Option(..., "--reason", help="Why it is cancelled (recorded in the run's events)."),
+    user: str | None = USER,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Cancel a batch the bank refused: its hold returns to the fund, its payments are rejected as
+    `cancelled` and their entitlements accrue to the next run. Only once the bank confirms it has no such
+    batch; needs CCT_BANK_URL. Fix the cause and `runs resume` instead when the bank would accept it now.
+
+    Example: cct-ledger runs cancel-batch 7 12 --reason "refused: reference taken" --user maria
+    """
+    actor = require_user(user, "runs cancel-batch")
+    s = settings()
+    async with database(s) as db:
+        bank = bank_from_settings(s)
+        try:
+            await cancel_refused_batch(db, bank, run_id, batch_no, actor, reason)
+        finally:
+            await bank.aclose()
+        async with db.connection() as conn:
+            summary = await report.summary(conn, run_id)
+    if as_json:
+        print_json(summary)
+        return
+    console.print(f"run {run_id} batch {batch_no} cancelled; the run is {summary['run']['status']}")
 
 
 @app.command("close")

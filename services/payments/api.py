@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.errors import AppError
 from services.api.deps import Approver, Conn, Id, Paging, Reader, UoW, Writer, page
 from services.db import DatabasePort
 from services.payments import report, repository, service
 from services.payments.errors import RunStateError
-from services.payments.execute import ExecuteOptions, RunExecutor
+from services.payments.execute import ExecuteOptions, RunExecutor, cancel_refused_batch
 from services.payments.schemas import RunCreate, RunOut
 
 router = APIRouter(prefix="/v1/payment-runs", tags=["payment runs"])
+BatchNo = Annotated[int, Path(ge=0, le=2**31 - 1, description="The batch number.")]
 log = structlog.get_logger(__name__)
 
 
@@ -106,6 +108,31 @@ async def _record_failure(database: DatabasePort, run_id: int, actor: str, error
             await repository.event(conn, run_id, actor, "execution_failed", detail)
     except Exception as e:  # the database itself may be what failed; the log above has the error
         log.error("run.execute_failure_not_recorded", run=run_id, error=repr(e))
+
+
+class BatchCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=500, description="Why (recorded in the run's events).")]
+
+
+@router.post("/{run_id}/batches/{batch_no}/cancel", summary="Cancel a batch the bank refused")
+async def cancel_batch(
+    run_id: Id, batch_no: BatchNo, body: BatchCancel, who: Writer, request: Request
+) -> dict[str, Any]:
+    """Only a batch the bank refused (a `submit_refused` incident) and does not have: its hold returns to the
+    fund, its payments are rejected as `cancelled`, their entitlements accrue to the next run. Needs
+    `CCT_BANK_URL`. Answers the run's report."""
+    bank = request.app.state.bank_factory()
+    database = request.app.state.database
+    try:
+        await cancel_refused_batch(database, bank, run_id, batch_no, who.name, body.reason)
+    finally:
+        await bank.aclose()
+    async with database.connection() as conn:
+        s = await report.summary(conn, run_id)
+        s["events"] = await repository.events(conn, run_id)
+    return _jsonable(s)  # type: ignore[no-any-return]
 
 
 @router.post("/{run_id}/close", response_model=RunOut, summary="Close a settled run")

@@ -764,6 +764,109 @@ class RunExecutor:
             return n
 
 
+CANCELLED = "cancelled"
+"""The reason recorded for the payments of a refused batch cancelled by an operator."""
+
+
+async def cancel_refused_batch(
+    db: DatabasePort, bank: BankPort, run_id: int, batch_no: int, actor: str, reason: str
+) -> dict[str, Any]:
+    """Cancel a batch the bank refused: its hold returns to the fund, its payments are rejected (reason
+    ``cancelled``) and their entitlements accrue to the next run; the run can then settle. Returns the run.
+
+    Only a batch still being submitted with a ``submit_refused`` incident, and only once the bank confirms it
+    has no batch with its reference (a refusal that was in fact accepted is settled by resuming, not
+    cancelled). Runs under the run's lock: no execution runs meanwhile.
+
+    Raises:
+        RunNotFound, RunBusy: no such run, or it is being executed.
+        RunStateError: no such batch, or it is not a refused batch, or the bank has it.
+    """
+    if not reason.strip():
+        raise RunStateError("say why the batch is cancelled (it is recorded in the run's events)", run=run_id)
+    executor = RunExecutor(db, bank, run_id, actor, options=ExecuteOptions(lock_wait=0.0))
+    async with executor._locked():
+        async with db.connection() as conn:
+            await repo.get_run(conn, run_id)  # RunNotFound
+            batch = await conn.fetchrow(
+                "select * from payments.batches where run_id = $1 and batch_no = $2", run_id, batch_no
+            )
+            refused = await conn.fetchval(
+                """select count(*) from payments.incidents
+                    where run_id = $1 and batch_no = $2 and kind = 'submit_refused'""",
+                run_id,
+                batch_no,
+            )
+        if batch is None:
+            raise RunStateError(f"run {run_id} has no batch {batch_no}", run=run_id)
+        if batch["status"] != "submitting" or not refused:
+            raise RunStateError(
+                f"run {run_id} batch {batch_no} is {batch['status']}"
+                + ("" if refused else " and the bank never refused it")
+                + "; only a batch the bank refused can be cancelled (resume the run to go on)",
+                run=run_id,
+            )
+        found = await bank.get_batch_by_reference(batch["reference"])
+        if found is not None:
+            raise RunStateError(
+                f"the bank has batch {batch['reference']} ({found.id}, {found.status.value}): it was accepted "
+                f"after all; {resume_hint(run_id)} settles it",
+                run=run_id,
+                bank_batch_id=found.id,
+            )
+        async with db.unit_of_work() as conn:
+            still = await conn.fetchval(
+                """select status from payments.batches where run_id = $1 and batch_no = $2 for update""",
+                run_id,
+                batch_no,
+            )
+            if still != "submitting":  # pragma: no cover - the run's lock keeps executions out
+                raise RunStateError(f"run {run_id} batch {batch_no} is {still} now", run=run_id)
+            payments = await conn.fetch(
+                "select id, amount from payments.payments where run_id = $1 and batch_no = $2 order by id",
+                run_id,
+                batch_no,
+            )
+            ids = [p["id"] for p in payments]
+            total = sum(p["amount"] for p in payments)
+            await conn.copy_records_to_table(
+                "outcomes",
+                schema_name="payments",
+                columns=["payment_id", "status", "reason", "bank_item_id", "ledger_transfer_id"],
+                records=[(pid, _STATUS_TEXT[ItemStatus.REJECTED], CANCELLED, "", None) for pid in ids],
+            )
+            await conn.execute(
+                "update payments.entitlements set payment_id = null where payment_id = any($1::bigint[])", ids
+            )
+            await conn.execute(
+                """update payments.batches set status = 'closed', closed_at = clock_timestamp(), credited_count = 0,
+                          credited_total = 0, rejected_count = $3, rejected_total = $4
+                    where run_id = $1 and batch_no = $2""",
+                run_id,
+                batch_no,
+                len(ids),
+                total,
+            )
+            await Ledger(conn, actor).resolve_many(
+                [
+                    Resolution(
+                        batch["hold_transfer_id"],
+                        f"run:{run_id}:batch:{batch_no}:void",
+                        False,
+                        reason=f"refused by the bank, cancelled: {reason.strip()}"[:200],
+                    )
+                ]
+            )
+            await repo.event(
+                conn,
+                run_id,
+                actor,
+                "batch_cancelled",
+                {"batch": batch_no, "reason": reason.strip(), "payments": len(ids), "total": total},
+            )
+        return await executor._finish()
+
+
 def _first_error(group: BaseExceptionGroup[BaseException]) -> tuple[BaseException, list[BaseException]]:
     """The error to report from a group of concurrent steps, and the others: an application error first if
     there is one (it says what to do), else the first."""

@@ -26,7 +26,7 @@ from services.payments.errors import (
     RunNotFunded,
     RunStateError,
 )
-from services.payments.execute import _LOCK_CLASS, ExecuteOptions, RunExecutor
+from services.payments.execute import _LOCK_CLASS, ExecuteOptions, RunExecutor, cancel_refused_batch
 from services.ports.bank import BankPort, BatchStatus, ItemStatus, RejectReason
 from services.programs import service as programs
 from services.registry.service import get_household
@@ -316,6 +316,68 @@ async def test_a_batch_the_bank_refuses_is_recorded_and_the_rest_of_the_run_sett
     assert await world.balance(TRANSIT) == 0
     for h in world.households:
         assert await world.balance(f"household:{h['household_id']}:savings") == 200_00
+
+
+class _BankThatHasIt:
+    """The simulated bank's client, but the bank answers that it has every batch looked up by reference."""
+
+    def __init__(self, bank: Any) -> None:
+        self._bank = bank
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bank, name)
+
+    async def get_batch_by_reference(self, reference: str) -> Any:
+        return (await self._bank.list_batches(limit=1)).data[0]
+
+
+async def test_a_refused_batch_can_be_cancelled_and_its_payments_accrue_to_the_next_run(world: World) -> None:
+    rows = await world.register(6)
+    async with world.db.unit_of_work() as conn:
+        await programs.fund(conn, "JUNTOS", 6 * 200_00, "MEF-2026-001", actor="budget-office")
+    await world.control.deposit_funding(4 * 200_00, reference="MEF-2026-001")  # the bank's account: two batches
+    run_id = await _create(world, batch_size=2)
+    await _approve(world, run_id)
+    one_at_a_time = dataclasses.replace(FAST, concurrency=1)
+    with pytest.raises(RunIncident, match=r"refused batch\(es\) \[2\]"):
+        await _execute(world, run_id, one_at_a_time)
+    reference = await _batch_reference(world, run_id, 2)
+
+    async def cancel(batch_no: int, reason: str = "the bank will not take it", bank: Any = None) -> dict[str, Any]:
+        return await cancel_refused_batch(world.db, bank or world.bank, run_id, batch_no, "maria", reason)
+
+    with pytest.raises(RunStateError, match="batch 1 is closed and the bank never refused it"):
+        await cancel(1)
+    with pytest.raises(RunStateError, match="has no batch 9"):
+        await cancel(9)
+    with pytest.raises(RunStateError, match="say why"):
+        await cancel(2, " ")
+    with pytest.raises(RunStateError, match="accepted after all"):
+        await cancel(2, bank=_BankThatHasIt(world.bank))
+    assert (await cancel(2))["status"] == "settled"
+    assert await world.bank.get_batch_by_reference(reference) is None  # the bank never saw it
+    assert await world.balance(FUND) == 2 * 200_00  # the cancelled batch's hold came back
+    assert await world.balance(TRANSIT) == 0
+    s = await _summary(world, run_id)
+    assert s["rejected_by_reason"] == {"cancelled": {"count": 2, "total": 2 * 200_00}}
+    async with world.db.connection() as conn:
+        events = [e["event"] for e in await repo.events(conn, run_id)]
+        accrued = await conn.fetch("select household_id from payments.entitlements where payment_id is null")
+    assert events[-2:] == ["batch_cancelled", "settled"]
+    cancelled = {r["household_id"] for r in accrued}
+    assert len(cancelled) == 2
+    with pytest.raises(RunStateError, match="batch 2 is closed"):
+        await cancel(2)
+    # The next bimester pays them both periods, once.
+    await world.control.deposit_funding(20 * 200_00, reference="MEF-2026-002")
+    async with world.db.unit_of_work() as conn:
+        await programs.fund(conn, "JUNTOS", 10 * 200_00, "MEF-2026-002", actor="budget-office")
+    run2 = await _create(world, "2026-B6")
+    await _approve(world, run2)
+    assert (await _execute(world, run2))["status"] == "settled"
+    for h in rows:
+        paid = 2 * 200_00
+        assert await world.balance(f"household:{h['household_id']}:savings") == paid, h["household_id"]
 
 
 async def test_an_entitlement_released_while_a_run_is_created_stays_accrued_for_the_next(

@@ -136,6 +136,17 @@ async def test_repeated_execute_calls_start_one_execution_and_a_failure_is_in_th
         await asyncio.wait_for(asyncio.gather(*app.state.run_tasks.values()), timeout=300)
         assert app.state.run_tasks == {}
         state = (await api.get(f"/v1/payment-runs/{run_id}", headers=h["lucia"])).json()
+        # The refused batch is cancelled by an operator, with a reason; the run settles.
+        cancel = f"/v1/payment-runs/{run_id}/batches/1/cancel"
+        assert (await api.post(cancel, json={"reason": "short"}, headers=h["lucia"])).status_code == 403
+        assert (await api.post(cancel, json={}, headers=h["maria"])).status_code == 422
+        wrong = await api.post(f"/v1/payment-runs/{run_id}/batches/0/cancel", json={"reason": "x"}, headers=h["maria"])
+        assert (wrong.status_code, wrong.json()["type"]) == (409, "urn:cct-ledger:problem:run-state")
+        done = await api.post(cancel, json={"reason": "the bank's account is short this month"}, headers=h["maria"])
+        assert done.status_code == 200, done.text
+        assert done.json()["run"]["status"] == "settled"
+        assert done.json()["rejected_by_reason"] == {"cancelled": {"count": 2, "total": 2 * 200_00}}
+        assert [e["event"] for e in done.json()["events"]][-2:] == ["batch_cancelled", "settled"]
     # The bank refused the batch its funding account could not cover: the execution stopped, and says so.
     failed = [e for e in state["events"] if e["event"] == "execution_failed"]
     assert len(failed) == 1
@@ -201,7 +212,16 @@ async def test_runs_from_the_command_line(world: World, cli_env: dict[str, str])
     shown = await loop.run_in_executor(None, run, ["runs", "show", "1"])
     assert shown.exit_code == 0
     assert "approved by jorge" in shown.output
-    for command in (["runs", "--help"], ["runs", "execute", "--help"], ["demo", "--help"]):
+    no_bank = await loop.run_in_executor(
+        None, run, ["runs", "cancel-batch", "1", "0", "--reason", "refused", "--user", "maria"]
+    )
+    assert (no_bank.exit_code, "CCT_BANK_URL" in no_bank.output) == (1, True)
+    for command in (
+        ["runs", "--help"],
+        ["runs", "execute", "--help"],
+        ["runs", "cancel-batch", "--help"],
+        ["demo", "--help"],
+    ):
         helped = await loop.run_in_executor(None, run, command)
         assert helped.exit_code == 0
         assert "Example" in helped.output or "Commands" in helped.output
