@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from adapters.bank import webhooks
 from adapters.bank.retry import RetryPolicy, parse_retry_after
 from adapters.bank.schemas import ErrorEnvelope
-from adapters.bank.wire import paused_gc
+from adapters.bank.wire import item_outcomes_page, paused_gc
 from services.config import Settings, get_settings
 from services.ports.bank import (
     Account,
@@ -59,12 +59,14 @@ from services.ports.bank import (
     BatchStatus,
     CreditBatch,
     FundingAccount,
+    ItemOutcome,
     ItemResult,
     ItemStatus,
     OpenAccount,
     Page,
     StatementLine,
     WebhookEvent,
+    item_outcome,
 )
 
 log = structlog.get_logger(__name__)
@@ -563,6 +565,34 @@ class BankClient:
             for item in data:
                 yield item
             del data  # not kept alive while the next page is fetched
+
+    async def iter_batch_outcomes(self, batch_id: str) -> AsyncIterator[ItemOutcome]:
+        """Every item of a batch as :data:`~services.ports.bank.ItemOutcome`, following cursors.
+
+        Each page is read by :func:`adapters.bank.wire.item_outcomes_page` (no model per item); a page not in
+        the plain form is validated by the model, as :meth:`list_batch_items` does, with the same errors.
+
+        Raises:
+            BankProtocolError: an item the model refuses, or the bank's cursor did not advance.
+        """
+        path = f"/v1/credit_batches/{_check_id('batch_id', batch_id)}/items"
+
+        async def fetch(cursor: str | None) -> Page[ItemOutcome]:
+            params: dict[str, str | int] = {"limit": MAX_PAGE}
+            if cursor is not None:
+                params["cursor"] = cursor
+            response = await self._call("GET", path, operation="list_batch_items", params=params)
+            fast = item_outcomes_page(response.content)
+            if fast is None:
+                page = self._parse(Page[ItemResult], response, "list_batch_items")
+                fast = ([item_outcome(i) for i in page.data], page.has_more, page.next_cursor)
+            data, has_more, next_cursor = fast
+            return Page[ItemOutcome].model_construct(data=data, has_more=has_more, next_cursor=next_cursor)
+
+        async for data in self._pages(fetch, None, "list_batch_items"):
+            for outcome in data:
+                yield outcome
+            del data
 
     # --- statements ----------------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from services.cli.common import (
 from services.cli.progress import Bars, working
 from services.payments import report, repository, service
 from services.payments.errors import RunNotApproved
-from services.payments.execute import ExecuteOptions, RunExecutor, cancel_refused_batch
+from services.payments.execute import ExecuteOptions, RunExecutor, cancel_refused_batch, refused_batch
 
 app = typer.Typer(
     help="Payment runs: create → approve → execute → settled → closed.\n\n"
@@ -329,6 +329,8 @@ async def cancel_batch(
     actor = require_user(user, "runs cancel-batch")
     s = settings()
     async with database(s) as db:
+        async with db.connection() as conn:
+            await refused_batch(conn, run_id, batch_no)  # the run and the batch first, then the bank
         bank = bank_from_settings(s)
         try:
             await cancel_refused_batch(db, bank, run_id, batch_no, actor, reason)

@@ -15,7 +15,7 @@ from services.api.deps import Approver, Conn, Id, Paging, Reader, UoW, Writer, p
 from services.db import DatabasePort
 from services.payments import report, repository, service
 from services.payments.errors import RunStateError
-from services.payments.execute import ExecuteOptions, RunExecutor, cancel_refused_batch
+from services.payments.execute import ExecuteOptions, RunExecutor, cancel_refused_batch, refused_batch
 from services.payments.schemas import RunCreate, RunOut
 
 router = APIRouter(prefix="/v1/payment-runs", tags=["payment runs"])
@@ -123,8 +123,10 @@ async def cancel_batch(
     """Only a batch the bank refused (a `submit_refused` incident) and does not have: its hold returns to the
     fund, its payments are rejected as `cancelled`, their entitlements accrue to the next run. Needs
     `CCT_BANK_URL`. Answers the run's report."""
-    bank = request.app.state.bank_factory()
     database = request.app.state.database
+    async with database.connection() as conn:
+        await refused_batch(conn, run_id, batch_no)  # the run and the batch first, then the bank
+    bank = request.app.state.bank_factory()
     try:
         await cancel_refused_batch(database, bank, run_id, batch_no, who.name, body.reason)
     finally:

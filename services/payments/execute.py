@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import structlog
 
 from ledger import bulk
+from ledger.db import Connection
 from ledger.engine import Ledger, Resolution
 from ledger.errors import AppError, InsufficientFunds
 from ledger.models import NormalBalance
@@ -62,7 +63,7 @@ from services.ports.bank import (
     Batch,
     BatchStatus,
     CreditBatch,
-    ItemResult,
+    ItemOutcome,
     ItemStatus,
     RejectReason,
     submit_or_recover,
@@ -135,22 +136,14 @@ class ExecuteOptions:
         )
 
 
-_Item = tuple[str, str, int, str, str | None]
-"""A settled item as the check reads it: our reference, the bank's item id, amount, status and reason (text)."""
-
-
-def _item(i: ItemResult) -> _Item:
-    return (i.reference, i.id, i.amount, i.status.value, i.reason.value if i.reason is not None else None)
-
-
 @dataclass
 class _Settled:
     batch: dict[str, Any]
     bank: Batch
-    # Plain tuples, not the models: a batch's items wait for their group to be applied, and a tuple of
-    # strings and numbers leaves the collector's lists at its first collection, where a model with its
-    # dictionary, field set and time zone would be walked (and promoted) as four objects.
-    items: list[_Item] = field(default_factory=list)
+    # Plain tuples, not models: a batch's items wait for their group to be applied, and a tuple of strings
+    # and numbers leaves the collector's lists at its first collection, where a model with its dictionary,
+    # field set and time zone would be walked (and promoted) as four objects.
+    items: list[ItemOutcome] = field(default_factory=list)
     payments: list[Mapping[str, Any]] = field(default_factory=list)  # our snapshot, read by the check
 
 
@@ -449,7 +442,7 @@ class RunExecutor:
                 async with gate:
                     found = await self.bank.get_batch(batch["bank_batch_id"])
                     if found.status is BatchStatus.SETTLED:
-                        settled = _Settled(batch, found, [_item(i) async for i in self.bank.iter_batch_items(found.id)])
+                        settled = _Settled(batch, found, [o async for o in self.bank.iter_batch_outcomes(found.id)])
             except BankRetryableError as e:
                 self.log.warning("run.poll_failed", batch=batch["batch_no"], error=e.type)
             finally:
@@ -658,7 +651,7 @@ class RunExecutor:
         # batch); anything else is not one of ours.
         prefix = repo.payment_reference_prefix(self.run_id)
         payments = {f"{prefix}{p['id']}": p for p in s.payments}
-        seen: dict[int, _Item] = {}  # payment -> the bank's item for it
+        seen: dict[int, ItemOutcome] = {}  # payment -> the bank's item for it
         checked = _Checked(s, [], [], [], [], [], 0)
         outcomes, credited_ids, credited_amounts = checked.outcomes, checked.credited_ids, checked.credited_amounts
         credited_households, rejected_ids = checked.credited_households, checked.rejected_ids
@@ -768,6 +761,34 @@ CANCELLED = "cancelled"
 """The reason recorded for the payments of a refused batch cancelled by an operator."""
 
 
+async def refused_batch(conn: Connection, run_id: int, batch_no: int) -> Mapping[str, Any]:
+    """The batch, if the bank refused it and it is still open (what :func:`cancel_refused_batch` may cancel).
+
+    Raises:
+        RunNotFound: no such run.
+        RunStateError: no such batch, or not one the bank refused and still open.
+    """
+    await repo.get_run(conn, run_id)  # RunNotFound
+    batch: Mapping[str, Any] | None = await conn.fetchrow(
+        "select * from payments.batches where run_id = $1 and batch_no = $2", run_id, batch_no
+    )
+    if batch is None:
+        raise RunStateError(f"run {run_id} has no batch {batch_no}", run=run_id)
+    refused = await conn.fetchval(
+        "select count(*) from payments.incidents where run_id = $1 and batch_no = $2 and kind = 'submit_refused'",
+        run_id,
+        batch_no,
+    )
+    if batch["status"] != "submitting" or not refused:
+        raise RunStateError(
+            f"run {run_id} batch {batch_no} is {batch['status']}"
+            + ("" if refused else " and the bank never refused it")
+            + "; only a batch the bank refused can be cancelled (resume the run to go on)",
+            run=run_id,
+        )
+    return batch
+
+
 async def cancel_refused_batch(
     db: DatabasePort, bank: BankPort, run_id: int, batch_no: int, actor: str, reason: str
 ) -> dict[str, Any]:
@@ -787,25 +808,7 @@ async def cancel_refused_batch(
     executor = RunExecutor(db, bank, run_id, actor, options=ExecuteOptions(lock_wait=0.0))
     async with executor._locked():
         async with db.connection() as conn:
-            await repo.get_run(conn, run_id)  # RunNotFound
-            batch = await conn.fetchrow(
-                "select * from payments.batches where run_id = $1 and batch_no = $2", run_id, batch_no
-            )
-            refused = await conn.fetchval(
-                """select count(*) from payments.incidents
-                    where run_id = $1 and batch_no = $2 and kind = 'submit_refused'""",
-                run_id,
-                batch_no,
-            )
-        if batch is None:
-            raise RunStateError(f"run {run_id} has no batch {batch_no}", run=run_id)
-        if batch["status"] != "submitting" or not refused:
-            raise RunStateError(
-                f"run {run_id} batch {batch_no} is {batch['status']}"
-                + ("" if refused else " and the bank never refused it")
-                + "; only a batch the bank refused can be cancelled (resume the run to go on)",
-                run=run_id,
-            )
+            batch = await refused_batch(conn, run_id, batch_no)
         found = await bank.get_batch_by_reference(batch["reference"])
         if found is not None:
             raise RunStateError(

@@ -301,6 +301,17 @@ class ItemResult(_Model):
     statement_line_id: str | None = None
 
 
+ItemOutcome = tuple[str, str, int, str, str | None]
+"""A batch item as a reader of many needs it: our reference, the bank's item id, the amount, the status and the
+reason (``None`` unless rejected), as plain text: a tuple of strings and numbers, which the cyclic collector
+stops tracking, where a model is four objects for it to walk."""
+
+
+def item_outcome(item: ItemResult) -> ItemOutcome:
+    """The :data:`ItemOutcome` of an item."""
+    return (item.reference, item.id, item.amount, item.status.value, None if item.reason is None else item.reason.value)
+
+
 class StatementLine(_Model):
     """A movement on an account, as the bank's statement reports it."""
 
@@ -577,6 +588,11 @@ class BankPort(Protocol):
         self, batch_id: str, *, status: ItemStatus | None = None, page_size: int = 1000
     ) -> AsyncIterator[ItemResult]:
         """Every item of a batch (following cursors)."""
+        ...
+
+    def iter_batch_outcomes(self, batch_id: str) -> AsyncIterator[ItemOutcome]:
+        """Every item of a batch as :data:`ItemOutcome`: the items :meth:`iter_batch_items` gives, validated
+        the same, without a model for each (a payment run reads a million)."""
         ...
 
     async def list_statement_lines(

@@ -33,10 +33,12 @@ from services.ports.bank import (
     BatchItem,
     BatchStatus,
     CreditBatch,
+    ItemResult,
     ItemStatus,
     LineType,
     OpenAccount,
     RejectReason,
+    item_outcome,
     submit_or_recover,
 )
 from tests.adapters.bank.bank_fixtures import (
@@ -451,6 +453,33 @@ async def test_batch_items_iteration_follows_cursors(respx_mock: respx.MockRoute
     assert route.call_count == 3
     assert [c.request.url.params.get("cursor") for c in route.calls] == [None, items[2]["id"], items[5]["id"]]
     assert all(c.request.url.params["status"] == "credited" for c in route.calls)
+
+
+async def test_batch_outcomes_are_the_items_following_cursors_by_either_parse(
+    respx_mock: respx.MockRouter, client: BankClient
+) -> None:
+    """Pages in the bank's plain form are read without models; one that is not (here an item's time with a
+    space, which the model accepts) goes through the model; both give the items' outcomes, in order; an item
+    the model refuses is the bank's protocol error."""
+    items = [item_json(n, id=f"itm_{n:08d}") for n in range(2500)]
+    items[4].update(status="rejected", reason="dni_mismatch")
+    items[1500]["settled_at"] = "2025-01-06 08:05:00-05:00"  # the second page leaves the fast path
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        start = 0 if cursor is None else [i["id"] for i in items].index(cursor) + 1
+        chunk = items[start : start + int(request.url.params["limit"])]
+        return httpx.Response(200, json=page(chunk, has_more=start + len(chunk) < len(items)))
+
+    route = respx_mock.get("/v1/credit_batches/bat_bcdfghjklm/items").mock(side_effect=serve)
+    got = [o async for o in client.iter_batch_outcomes("bat_bcdfghjklm")]
+    expected = [item_outcome(ItemResult.model_validate(i)) for i in items]
+    assert got == expected
+    assert got[4] == (items[4]["reference"], items[4]["id"], 200_00, "rejected", "dni_mismatch")
+    assert route.call_count == 3
+    items[2100]["amount"] = 1.5  # refused by the model too
+    with pytest.raises(BankProtocolError, match="list_batch_items: unexpected answer from the bank"):
+        _ = [o async for o in client.iter_batch_outcomes("bat_bcdfghjklm")]
 
 
 async def test_settled_batches_are_listed_in_one_call(respx_mock: respx.MockRouter, client: BankClient) -> None:

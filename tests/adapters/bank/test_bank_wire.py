@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from adapters.bank import wire
 from adapters.bank.schemas import BulkAccounts
 from services.identifiers import InvalidIdentifier, make_cci, normalize_cci
-from services.ports.bank import BatchItem, CreditBatch, trusted_items
+from services.ports.bank import BatchItem, CreditBatch, ItemResult, Page, item_outcome, trusted_items
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -221,3 +221,119 @@ def test_trusted_items_are_the_models_items(numbers: list[int]) -> None:
     assert CreditBatch.model_validate_json(batch.model_dump_json()) == batch  # what the bank receives
     with pytest.raises(ValidationError, match="frozen"):
         fast[0].amount = 1  # type: ignore[misc]
+
+
+# --- pages of batch items, read by the client ------------------------------------------------------------
+
+
+def _plain_result(n: int) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": f"itm_{n:010d}",
+        "object": "credit_item",
+        "batch_id": "bat_0000000001",
+        "reference": f"R1-P{n}",
+        "account_id": f"acc_{n:010d}",
+        "amount": 200_00,
+        "status": "credited",
+        "reason": None,
+        "settled_at": "2026-11-29T01:00:00.123456Z",
+        "statement_line_id": f"stl_{n:010d}",
+    }
+    if n % 3 == 1:
+        item.update(status="rejected", reason="account_closed", statement_line_id=None)
+    if n % 3 == 2:
+        item.update(status="pending", settled_at=None, statement_line_id=None)
+    return item
+
+
+RESULT_MUTATIONS: dict[str, list[Any]] = {
+    "id": [7, None, "", "itm_x"],
+    "object": ["credit_item", "batch", None],
+    "batch_id": [3, None],
+    "reference": ["", 5, "R1-P٣"],
+    "account_id": [None, 9, "acc"],
+    "amount": [0, -1, 1.0, True, "200", 2**70, None],
+    "status": ["CREDITED", "settled", 1, ["credited"], None],
+    "reason": ["dni_mismatch", "closed", 3, ["x"]],
+    "settled_at": [
+        "2026-11-29T01:00:00+05:30",
+        "2026-11-29T01:00:00",  # no zone: not aware
+        "2026-02-30T00:00:00Z",
+        "2026-11-29T24:00:00Z",
+        "2026-11-29T01:00:00+24:00",
+        "2026-11-29 01:00:00Z",
+        "2026-11-29T01:00:00.1234567Z",
+        "٢٠٢٦-11-29T01:00:00Z",
+        20261129,
+        ["2026-11-29T01:00:00Z"],
+        None,
+    ],
+    "statement_line_id": [None, 4],
+    "surprise": ["ignored"],
+}
+PAGE_MUTATIONS: dict[str, list[Any]] = {
+    "object": ["list", "page", None],
+    "has_more": [True, 1, "false", None],
+    "next_cursor": ["c2", 5, None],
+    "data": [{}, None],
+}
+
+
+@st.composite
+def item_pages(draw: st.DrawFn) -> bytes:
+    n = draw(st.integers(min_value=0, max_value=8))
+    data = [_plain_result(draw(st.integers(min_value=0, max_value=99_999))) for _ in range(n)]
+    page: dict[str, Any] = {"object": "list", "data": data, "has_more": False, "next_cursor": None}
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        if data and draw(st.booleans()):
+            target, field = (
+                data[draw(st.integers(min_value=0, max_value=n - 1))],
+                draw(st.sampled_from(sorted(RESULT_MUTATIONS))),
+            )
+            value = draw(st.sampled_from(RESULT_MUTATIONS[field]))
+        else:
+            target, field = page, draw(st.sampled_from(sorted(PAGE_MUTATIONS)))
+            value = draw(st.sampled_from(PAGE_MUTATIONS[field]))
+        if draw(st.integers(min_value=0, max_value=5)) == 0:
+            target.pop(field, None)
+        else:
+            target[field] = value
+    return json.dumps(page).encode()
+
+
+def _model_outcomes(raw: bytes) -> tuple[list[Any], bool, str | None]:
+    page = Page[ItemResult].model_validate_json(raw)
+    return [item_outcome(i) for i in page.data], page.has_more, page.next_cursor
+
+
+@FAST
+@given(item_pages())
+def test_what_the_page_fast_path_accepts_the_model_accepts_with_the_same_values(raw: bytes) -> None:
+    fast = wire.item_outcomes_page(raw)
+    if fast is not None:
+        assert fast == _model_outcomes(raw)
+
+
+def test_the_pages_the_bank_writes_take_the_page_fast_path() -> None:
+    raw = orjson.dumps(
+        {"object": "list", "data": [_plain_result(n) for n in range(1000)], "has_more": True, "next_cursor": "c"}
+    )
+    fast = wire.item_outcomes_page(raw)
+    assert fast is not None
+    assert fast == _model_outcomes(raw)
+    assert {status for _, _, _, status, _ in fast[0]} == {"credited", "rejected", "pending"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"settled_at": "2026-11-29T01:00:00"},  # not aware: the model refuses it
+        {"settled_at": "2026-02-30T00:00:00Z"},
+        {"amount": 200.0},
+        {"status": "CREDITED"},
+        {"reason": "closed"},
+    ],
+)
+def test_other_item_forms_and_errors_are_left_to_the_model(change: dict[str, Any]) -> None:
+    raw = orjson.dumps({"data": [{**_plain_result(0), **change}], "has_more": False})
+    assert wire.item_outcomes_page(raw) is None

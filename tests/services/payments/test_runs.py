@@ -27,7 +27,7 @@ from services.payments.errors import (
     RunStateError,
 )
 from services.payments.execute import _LOCK_CLASS, ExecuteOptions, RunExecutor, cancel_refused_batch
-from services.ports.bank import BankPort, BatchStatus, ItemStatus, RejectReason
+from services.ports.bank import BankPort, BatchStatus, ItemStatus, RejectReason, item_outcome
 from services.programs import service as programs
 from services.registry.service import get_household
 from tests.services.payments.conftest import World, make_world, seed_for
@@ -720,6 +720,10 @@ class _MisreportingBank:
                 item = self._change(item)
             first = False
             yield item
+
+    async def iter_batch_outcomes(self, batch_id: str) -> AsyncIterator[Any]:
+        async for item in self.iter_batch_items(batch_id):  # the items as changed above
+            yield item_outcome(item)
 
 
 async def test_a_reference_in_other_digits_is_not_taken_for_ours(world: World) -> None:
