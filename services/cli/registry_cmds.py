@@ -148,6 +148,8 @@ def _print_report(report: service.ImportReport, noun: str) -> None:
                 right=["rows", "inserted", "updated", "unchanged", "rejected"],
             )
         )
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 @households.command("import")

@@ -23,6 +23,7 @@ from typing import Any, Final
 import structlog
 
 from ledger.db import Connection
+from services.identifiers import BN_BANK_CODE
 from services.programs import repository as programs_repository
 from services.programs.service import resolve_period
 from services.registry import repository
@@ -72,6 +73,7 @@ class ImportReport:
     previous_import: int | None = None
     program: str | None = None
     period: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -108,6 +110,7 @@ class ImportReport:
             "previous_import": self.previous_import,
             "errors": [e.to_dict() for e in errors[:max_errors]],
             "errors_total": len(errors),
+            "warnings": list(self.warnings),
         }
 
 
@@ -237,6 +240,13 @@ async def _import_households(
     rejected.sort(key=lambda r: r.line)
     report.rejected_rows = rejected
     report.rejected = len(rejected)
+    elsewhere = await repository.staged_other_bank_ccis(conn)
+    if elsewhere:
+        report.warnings.append(
+            f"{elsewhere:,} household(s) have the CCI of another bank than Banco de la Nación ({BN_BANK_CODE}): "
+            "payments go only to Banco de la Nación savings accounts, so their entitlements accrue until the "
+            "registry gives them one"
+        )
     import_id = await repository.create_import(
         conn, kind="households", file_name=source.name, sha256=source.sha256, actor=actor
     )

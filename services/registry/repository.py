@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from ledger.db import Connection, affected_rows
+from services.identifiers import BN_BANK_CODE
 
 IMPORT_WORK_MEM: Final = "256MB"
 PADRON_STAGING: Final = "registry_padron_staging"
@@ -116,6 +117,14 @@ async def create_padron_staging(conn: Connection) -> None:
                 extra text
             ) on commit drop"""
     )
+
+
+async def staged_other_bank_ccis(conn: Connection) -> int:
+    """Staged households whose CCI is another bank's than Banco de la Nación's (they are not paid into it)."""
+    n: int = await conn.fetchval(
+        f"select count(*) from {PADRON_STAGING} where cci is not null and left(cci, 3) <> $1", BN_BANK_CODE
+    )
+    return n
 
 
 async def copy_padron(conn: Connection, records: Sequence[tuple[Any, ...]]) -> None:

@@ -95,6 +95,9 @@ class ImportOut(BaseModel):
     previous_import: int | None = Field(description="An earlier import of a file with the same bytes.")
     errors: list[RowErrorOut] = Field(description="Rejected rows (skip_invalid=true), at most 1,000.")
     errors_total: int
+    warnings: list[str] = Field(
+        default_factory=list, description="What was imported but deserves a look (e.g. another bank's CCI)."
+    )
 
 
 class RevealOut(BaseModel):

@@ -79,7 +79,12 @@ async def test_a_valid_padron_is_imported(loaded: Database) -> None:
         rows = {r["household_id"]: dict(r) for r in await conn.fetch("select * from registry.households")}
         imp = await conn.fetchrow("select * from registry.imports where id = $1", report.import_id)
     assert rows["H1"]["titular_dni"] == dni(1)  # the check character is a typing guard, not stored
-    assert rows["H1"]["cci"] == "00219119184091600051"
+    assert rows["H1"]["cci"] == "00219119184091600051"  # another bank's: imported, and said
+    assert report.warnings == [
+        "1 household(s) have the CCI of another bank than Banco de la Nación (018): payments go only to Banco de "
+        "la Nación savings accounts, so their entitlements accrue until the registry gives them one"
+    ]
+    assert report.to_dict()["warnings"] == report.warnings
     assert rows["H2"]["cci"] is None  # no account yet
     assert (rows["H2"]["status"], rows["H2"]["upper_secondary_students"]) == ("inactive", 2)
     assert rows["H3"]["program"] == "HAKU_WINAY_STIPEND"
