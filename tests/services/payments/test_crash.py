@@ -98,6 +98,34 @@ async def _invariants(db: Database, funded: int) -> None:
         )
 
 
+STAGES = ("planned", "held", "submitting", "acknowledged", "closed")  # a batch's states, in order
+
+
+async def _kill_point(db: Database, run_id: int, proc: subprocess.Popen[bytes], rng: random.Random) -> None:
+    """Wait for a random point of the execution: during its start (before or while it holds the run), or
+    once a random number of batches more (1 to 12) have reached a random state. Points chosen by the run's
+    progress, not by the clock, so a faster machine or code is interrupted as often: a clean execution of this
+    run takes about 2 s, and with sleeps it sometimes ended before enough kills."""
+    stage = rng.choice(("start", "held", "submitting", "acknowledged", "closed", "closed"))
+    if stage == "start":
+        await asyncio.sleep(rng.uniform(0.05, 1.0))
+        return
+    total = HOUSEHOLDS // 10
+    query = "select count(*) from payments.batches where run_id = $1 and status = any($2::text[])"
+    async with db.connection() as conn:
+        reached = list(STAGES[STAGES.index(stage) :])
+        now = await conn.fetchval(query, run_id, reached)
+        if now >= total - 1:  # every batch is past that state already: the point is in what is left
+            reached = ["closed"]
+            now = await conn.fetchval(query, run_id, reached)
+        target = min(now + rng.randint(1, 12), total - 1)  # before the last batch closes: a kill, not the end
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            if await conn.fetchval(query, run_id, reached) >= target:
+                return
+            await asyncio.sleep(0.005)
+
+
 async def test_killed_at_random_points_then_resumed(db: Database, db_url: str, bank_process: str) -> None:
     http = httpx.AsyncClient(base_url=bank_process, headers={"Authorization": "Bearer crash-test"})
     control = SimControl(http)
@@ -129,7 +157,7 @@ async def test_killed_at_random_points_then_resumed(db: Database, db_url: str, b
     phases: list[dict[str, int]] = []
     for _ in range(KILLS):
         proc = subprocess.Popen(_execute_cmd(run_id), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        await asyncio.sleep(rng.uniform(0.3, 3.0))  # a clean execution takes ~5 s: anywhere in it
+        await _kill_point(db, run_id, proc, rng)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
