@@ -141,12 +141,12 @@ def is_valid_dni(value: object) -> bool:
 # --- CCI ---------------------------------------------------------------------------------------------
 
 
-# The weighted digit sum of each 3-digit block, for weights 1, 2, 1 (a block starting on an odd position) and
-# 2, 1, 2: a CCI's two check digits from six lookups, for the paths that check a million of them.
 def _digit_sum(n: int) -> int:
     return n // 10 + n % 10
 
 
+# The weighted digit sum of each 3-digit block, for weights 1, 2, 1 (a block starting on an odd position) and
+# 2, 1, 2: a CCI's two check digits from six lookups, for the paths that check a million of them.
 _CCI_ODD: Final = {f"{i:03d}": i // 100 + _digit_sum(2 * (i // 10 % 10)) + i % 10 for i in range(1_000)}
 _CCI_EVEN: Final = {
     f"{i:03d}": _digit_sum(2 * (i // 100)) + i // 10 % 10 + _digit_sum(2 * (i % 10)) for i in range(1_000)
