@@ -189,6 +189,15 @@ async def _chunk_clock(conn: Connection, effective_at: datetime | None) -> tuple
     return now, effective
 
 
+def _check_reserved(transfer_ids: Sequence[int] | None, count: int, what: str) -> None:
+    """Ids reserved beforehand must be ``count`` distinct ones, one per transfer (a ``what``) of the chunk."""
+    if transfer_ids is not None and (len(transfer_ids) != count or len(set(transfer_ids)) != count):
+        raise InvalidTransfer(
+            f"transfer_ids: {len(transfer_ids)} reserved id(s), {len(set(transfer_ids))} distinct, for "
+            f"{count} {what}(s); reserve one per {what}"
+        )
+
+
 async def reserve_transfer_ids(conn: Connection, count: int) -> list[int]:
     """Reserve ``count`` transfer ids from the ledger's sequence, in increasing order."""
     rows = await conn.fetch(
@@ -363,11 +372,7 @@ async def bulk_transfer(
     """
     _require_transaction(conn)
     require_currency(currency)
-    if transfer_ids is not None and (len(transfer_ids) != len(rows) or len(set(transfer_ids)) != len(rows)):
-        raise InvalidTransfer(
-            f"transfer_ids: {len(transfer_ids)} reserved id(s), {len(set(transfer_ids))} distinct, for "
-            f"{len(rows)} row(s); reserve one per row"
-        )
+    _check_reserved(transfer_ids, len(rows), "row")
     if not rows:
         return BulkResult([], False)
     if len(rows) > MAX_CHUNK:
@@ -520,11 +525,7 @@ async def bulk_split(
     """
     _require_transaction(conn)
     require_currency(currency)
-    if transfer_ids is not None and (len(transfer_ids) != len(splits) or len(set(transfer_ids)) != len(splits)):
-        raise InvalidTransfer(
-            f"transfer_ids: {len(transfer_ids)} reserved id(s), {len(set(transfer_ids))} distinct, for "
-            f"{len(splits)} split(s); reserve one per split"
-        )
+    _check_reserved(transfer_ids, len(splits), "split")
     if not splits:
         return BulkResult([], False)
     legs = 0
