@@ -582,32 +582,14 @@ class RunExecutor:
                     first += n
                 transfer_ids = await bulk.reserve_transfer_ids(conn, len(splits))
                 transfer_of = {c.batch_no: tid for c, tid in zip(credited, transfer_ids, strict=True)}
-            # One narrow row per payment (the snapshot is never updated); a second outcome for a payment
-            # is refused by the primary key: the batch's row lock above makes that a bug, never a replay.
-            # COPY, not an INSERT of arrays: encoding five arrays cost 3.4 to 3.8 µs of this process a row,
-            # the COPY's records 0.5 to 1.1 (docs/performance.md); the table's triggers fire the same.
-            records: list[tuple[int, str, str | None, str, int | None]] = []
+            # The batch's row lock above makes a second outcome for a payment a bug, never a replay.
+            records: list[repo.Outcome] = []
             for c in checked:
                 transfer = transfer_of.get(c.batch_no)
                 records.extend((p, st, rs, i, transfer if st == credited_text else None) for p, st, rs, i in c.outcomes)
-            await conn.copy_records_to_table(
-                "outcomes",
-                schema_name="payments",
-                columns=["payment_id", "status", "reason", "bank_item_id", "ledger_transfer_id"],
-                records=records,
-            )
-            if rejected:
-                await conn.execute(
-                    "update payments.entitlements set payment_id = null where payment_id = any($1::bigint[])", rejected
-                )
-            await conn.execute(
-                """update payments.batches b set status = 'closed', closed_at = clock_timestamp(),
-                          credited_count = t.cn, credited_total = t.cs, rejected_count = t.rn, rejected_total = t.rs
-                     from unnest($2::int[], $3::int[], $4::bigint[], $5::int[], $6::bigint[]) as t(n, cn, cs, rn, rs)
-                    where b.run_id = $1 and b.batch_no = t.n""",
-                self.run_id,
-                *[list(col) for col in zip(*totals, strict=True)],
-            )
+            await repo.write_outcomes(conn, records)
+            await repo.release_entitlements(conn, rejected)
+            await repo.close_batches(conn, self.run_id, totals)
             if splits:
                 result = await bulk.bulk_split(
                     conn,
@@ -825,31 +807,13 @@ async def cancel_refused_batch(
             )
             if still != "submitting":  # pragma: no cover - the run's lock keeps executions out
                 raise RunStateError(f"run {run_id} batch {batch_no} is {still} now", run=run_id)
-            payments = await conn.fetch(
-                "select id, amount from payments.payments where run_id = $1 and batch_no = $2 order by id",
-                run_id,
-                batch_no,
-            )
+            payments = (await repo.batches_payments(conn, run_id, [batch_no])).get(batch_no, [])
             ids = [p["id"] for p in payments]
             total = sum(p["amount"] for p in payments)
-            await conn.copy_records_to_table(
-                "outcomes",
-                schema_name="payments",
-                columns=["payment_id", "status", "reason", "bank_item_id", "ledger_transfer_id"],
-                records=[(pid, _STATUS_TEXT[ItemStatus.REJECTED], CANCELLED, "", None) for pid in ids],
-            )
-            await conn.execute(
-                "update payments.entitlements set payment_id = null where payment_id = any($1::bigint[])", ids
-            )
-            await conn.execute(
-                """update payments.batches set status = 'closed', closed_at = clock_timestamp(), credited_count = 0,
-                          credited_total = 0, rejected_count = $3, rejected_total = $4
-                    where run_id = $1 and batch_no = $2""",
-                run_id,
-                batch_no,
-                len(ids),
-                total,
-            )
+            rejected = _STATUS_TEXT[ItemStatus.REJECTED]
+            await repo.write_outcomes(conn, [(pid, rejected, CANCELLED, "", None) for pid in ids])
+            await repo.release_entitlements(conn, ids)
+            await repo.close_batches(conn, run_id, [(batch_no, 0, 0, len(ids), total)])
             await Ledger(conn, actor).resolve_many(
                 [
                     Resolution(
