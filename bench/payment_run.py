@@ -300,10 +300,24 @@ def main() -> None:
     parser.add_argument("--households", type=int, default=1_000_000, help="registry size (default 1,000,000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--faults", default="none", help="bank fault profile (default none)")
-    parser.add_argument("--concurrency", type=int, default=8, help="bank requests in flight (default 8)")
-    parser.add_argument("--settle-group", type=int, default=10, help="settled batches per ledger transaction")
+    defaults = ExecuteOptions()
     parser.add_argument(
-        "--apply-workers", type=int, default=2, help="ledger transactions applying settled groups at once"
+        "--concurrency",
+        type=int,
+        default=defaults.concurrency,
+        help=f"bank requests in flight (default {defaults.concurrency})",
+    )
+    parser.add_argument(
+        "--settle-group",
+        type=int,
+        default=defaults.settle_group,
+        help=f"settled batches per ledger transaction (default {defaults.settle_group})",
+    )
+    parser.add_argument(
+        "--apply-workers",
+        type=int,
+        default=defaults.apply_workers,
+        help=f"ledger transactions applying settled groups at once (default {defaults.apply_workers})",
     )
     parser.add_argument("--verify", action="store_true", help="also seal and verify the ledger afterwards")
     parser.add_argument(

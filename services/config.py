@@ -91,7 +91,7 @@ class Settings(BaseSettings):
         "one bulk chunk of at most 200,000).",
     )
     run_apply_workers: int = Field(
-        default=2, ge=1, le=16, description="Ledger transactions applying settled groups at once during a run."
+        default=4, ge=1, le=16, description="Ledger transactions applying settled groups at once during a run."
     )
     run_poll_seconds: float = Field(
         default=0.2, ge=0, description="Pause between polls of the bank when no batch settled."

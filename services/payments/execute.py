@@ -91,6 +91,7 @@ class NoProgress:
 
 
 MAX_SETTLE_GROUP = bulk.MAX_CHUNK // MAX_BATCH_ITEMS
+_OPEN_AHEAD_BATCHES = 20  # batches whose households' accounts are opened per transaction, ahead of settlement
 """The most settled batches one ledger transaction applies: their credits are one bulk chunk."""
 
 
@@ -112,7 +113,7 @@ class ExecuteOptions:
 
     concurrency: int = 8
     settle_group: int = 10
-    apply_workers: int = 2
+    apply_workers: int = 4
     poll_interval: float = 0.2
     settle_timeout: float = 3600.0
     submit_rounds: int = 6
@@ -252,6 +253,7 @@ class RunExecutor:
             async with asyncio.TaskGroup() as steps:
                 steps.create_task(submit())
                 steps.create_task(self._settle_all(run, submitted))
+                steps.create_task(self._open_accounts(run))
         except BaseExceptionGroup as group:
             error, others = _first_error(group)
             for other in others:
@@ -349,6 +351,31 @@ class RunExecutor:
             )
             await repo.event(conn, self.run_id, self.actor, "held", {"batches": len(planned)})
             self.progress.advance("hold", len(planned))
+
+    async def _open_accounts(self, run: dict[str, Any]) -> None:
+        """Open the run's households' ledger accounts that do not exist yet, ahead of their credits.
+
+        A program's first run opens an account per household, about 15 µs of the database's work each. In
+        settlement that work waits on the database, which is then the busy side; while batches are being
+        sent the database is mostly idle and this process is busy. So this task opens them then, a slice of
+        batches per transaction in the order batches are sent, with no per-account work in this process.
+        Settlement then finds the accounts; one it reaches first it opens itself, as before. An account
+        opened for a payment the bank rejects stays open with no postings, for the household's next payment.
+        Idempotent: a resumed execution finds the accounts and opens none.
+        """
+        for first in range(0, run["batches_count"], _OPEN_AHEAD_BATCHES):
+            async with self.db.unit_of_work() as conn:
+                await bulk.open_selected_accounts(
+                    conn,
+                    _RUN_HOUSEHOLD_ACCOUNTS,
+                    self.run_id,
+                    first,
+                    first + _OPEN_AHEAD_BATCHES,
+                    *_HOUSEHOLD_ACCOUNT,
+                    currency=run["currency"],
+                    normal=NormalBalance.CREDIT,
+                    no_overdraft=True,
+                )
 
     async def _submit_all(self, run: dict[str, Any]) -> None:
         todo = [b["batch_no"] for b in await self._batches(("held", "submitting"))]
@@ -851,9 +878,20 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> tuple[BaseExceptio
     return chosen, [e for e in leaves if e is not chosen]
 
 
+_HOUSEHOLD_ACCOUNT = ("household:", ":savings")
+
+
 def household_account(household_id: str) -> str:
     """The ledger account of a household's savings: ``household:<id>:savings``."""
-    return f"household:{household_id}:savings"
+    return f"{_HOUSEHOLD_ACCOUNT[0]}{household_id}{_HOUSEHOLD_ACCOUNT[1]}"
+
+
+# The household accounts of a slice of a run's batches (see RunExecutor._open_accounts), codes as
+# household_account writes them.
+_RUN_HOUSEHOLD_ACCOUNTS = """
+select $4::text || p.household_id || $5::text from payments.payments p
+ where p.run_id = $1 and p.batch_no >= $2 and p.batch_no < $3
+"""
 
 
 def _credit_batch(run_id: int, reference: str, payments: Sequence[Mapping[str, Any]]) -> CreditBatch:

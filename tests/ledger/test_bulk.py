@@ -256,6 +256,71 @@ async def test_account_ids_opened_by_two_transactions_at_once_are_one_account_ea
         assert await first.fetchval("select count(*) from ledger.accounts where code like 'x:%'") == 3
 
 
+_SELECTED = "select 'hh:' || g from unnest($1::text[]) g"
+
+
+async def test_selected_accounts_open_the_missing_only(conn: asyncpg.Connection) -> None:
+    """The codes a query selects: the missing opened with the given flags (a code twice: one account), the
+    existing left as they were; again, nothing is opened."""
+    existing = await Ledger(conn).create_account(AccountSpec("hh:001", "PEN", NormalBalance.CREDIT))
+    async with conn.transaction():
+        opened = await bulk.open_selected_accounts(
+            conn,
+            _SELECTED,
+            ["002", "001", "003", "002"],
+            currency="PEN",
+            normal=NormalBalance.CREDIT,
+            no_overdraft=True,
+        )
+    assert opened == 2
+    rows = {r["code"]: r for r in await conn.fetch("select * from ledger.accounts where code like 'hh:%'")}
+    assert rows["hh:001"]["id"] == existing.id
+    assert [(c, rows[c]["no_overdraft"], rows[c]["normal_balance"], rows[c]["currency"]) for c in sorted(rows)] == [
+        ("hh:001", False, -1, "PEN"),
+        ("hh:002", True, -1, "PEN"),
+        ("hh:003", True, -1, "PEN"),
+    ]
+    async with conn.transaction():
+        again = await bulk.open_selected_accounts(
+            conn, _SELECTED, ["003", "001", "004"], currency="PEN", normal=NormalBalance.CREDIT
+        )
+    assert again == 1
+    assert await conn.fetchval("select count(*) from ledger.accounts where code like 'hh:%'") == 4
+    # The ids settlement then reads are those accounts: found, none opened twice.
+    async with conn.transaction():
+        ids = await bulk.ensure_account_ids(conn, ["hh:004", "hh:002"], currency="PEN", normal=NormalBalance.CREDIT)
+    assert ids == [
+        await conn.fetchval("select id from ledger.accounts where code = $1", c) for c in ("hh:004", "hh:002")
+    ]
+    with pytest.raises(asyncpg.CheckViolationError):  # the code's format is the column's domain
+        async with conn.transaction():
+            await bulk.open_selected_accounts(conn, "select 'not a code'", currency="PEN", normal=NormalBalance.CREDIT)
+
+
+async def test_selected_accounts_opened_while_another_transaction_opens_some_skip_those(db: Database) -> None:
+    """A code another transaction inserts meanwhile: the plain insert waits for it, fails on the unique index
+    once it commits, and the statement is done again skipping that code."""
+    async with db.connection() as first, db.connection() as second:
+        one = first.transaction()
+        await one.start()
+        mine = await bulk.ensure_account_ids(first, ["hh:x2"], currency="PEN", normal=NormalBalance.CREDIT)
+
+        async def other() -> int:
+            async with second.transaction():
+                return await bulk.open_selected_accounts(
+                    second, _SELECTED, ["x1", "x2", "x3"], currency="PEN", normal=NormalBalance.CREDIT
+                )
+
+        theirs = asyncio.create_task(other())
+        await asyncio.sleep(0.3)
+        assert not theirs.done()  # waiting for hh:x2, inserted by the first and not committed yet
+        await one.commit()
+        assert await theirs == 2
+        rows = await first.fetch("select code, id from ledger.accounts where code like 'hh:x%' order by code")
+        assert [r["code"] for r in rows] == ["hh:x1", "hh:x2", "hh:x3"]
+        assert rows[1]["id"] == mine[0]
+
+
 # Two one-to-many transfers from the fund; households 0 and 1 are in both (two postings on one account).
 SPLITS = [[(i, 100 + 7 * i) for i in range(10)], [(i, 300 + 11 * i) for i in (*range(10, N), 0, 1)]]
 

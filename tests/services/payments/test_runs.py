@@ -206,12 +206,21 @@ async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: W
     }
     assert await world.balance(FUND) == 10_000_00 - 4 * 200_00
     assert await world.balance(TRANSIT) == 0
-    async with world.db.connection() as conn:  # a rejected payment never reaches the household's ledger account
-        from ledger.engine import Ledger
-
-        assert f"household:{gone['household_id']}:savings" not in await Ledger(conn).get_accounts(
-            [f"household:{gone['household_id']}:savings"]
+    # A rejected payment never reaches the household's ledger account. Every household of the run has one,
+    # opened ahead of the credits (RunExecutor._open_accounts): the rejected ones with nothing in it.
+    async with world.db.connection() as conn:
+        accounts = await conn.fetch(
+            """select a.code, a.posted, a.version, a.no_overdraft, a.normal_balance,
+                      (select count(*) from ledger.postings p where p.account_id = a.id) as postings
+                 from ledger.accounts a where a.code like 'household:%' order by a.code"""
         )
+    assert sorted(r["code"] for r in accounts) == sorted(f"household:{r['household_id']}:savings" for r in rows)
+    by_code = {r["code"]: r for r in accounts}
+    for rejected in (gone, rows[1]):
+        row = by_code[f"household:{rejected['household_id']}:savings"]
+        assert (row["posted"], row["version"], row["postings"]) == (0, 0, 0)
+    assert {(r["no_overdraft"], r["normal_balance"]) for r in accounts} == {(True, -1)}
+    assert sum(r["postings"] for r in accounts) == 4
 
     # Each household's view says what it was paid and what it is owed.
     async with world.db.connection() as conn:
