@@ -91,8 +91,8 @@ class NoProgress:
 
 
 MAX_SETTLE_GROUP = bulk.MAX_CHUNK // MAX_BATCH_ITEMS
-_OPEN_AHEAD_BATCHES = 20  # batches whose households' accounts are opened per transaction, ahead of settlement
 """The most settled batches one ledger transaction applies: their credits are one bulk chunk."""
+_OPEN_AHEAD_BATCHES = 20  # batches whose households' accounts are opened per transaction, ahead of settlement
 
 
 @dataclass(frozen=True)
