@@ -30,6 +30,25 @@ def test_every_setting_is_in_the_readme_table() -> None:
     assert set(_env_names()) <= documented, set(_env_names()) - documented
 
 
+def test_the_readme_table_gives_each_settings_default() -> None:
+    """The default the README shows is the code's: `value`, `unset` (None) or `empty` ("")."""
+    readme = (ROOT / "README.md").read_text()
+    cells = {
+        m.group(1): m.group(2).strip()
+        for line in readme.splitlines()
+        if (m := re.match(r"\| `([A-Z_]+)`[^|]*\|([^|]+)\|", line))
+    }
+    checked = 0
+    for env, field in zip(_env_names(), Settings.model_fields.values(), strict=True):
+        if field.default_factory is not None:  # computed (the data folder, the login name): said in words
+            continue
+        default = field.default
+        shown = "unset" if default is None else "empty" if default == "" else f"`{default}`"
+        assert cells[env].startswith(shown), (env, cells[env], shown)
+        checked += 1
+    assert checked >= 20
+
+
 def test_readme_shows_the_two_commands_and_links() -> None:
     readme = (ROOT / "README.md").read_text()
     for needle in ("make demo", "make test", "docs/architecture.md", "docs/bank-api.md", "docs/performance.md"):
