@@ -225,7 +225,12 @@ class EmbeddedPostgres:
         """
         with self._lock():
             if self.is_running():
-                return self.dsn()
+                stale = self._stale()
+                if stale is None:
+                    return self.dsn()
+                # Its new connections would fail to load what they need (`could not access file "plpgsql"`).
+                log.warning("embedded_postgres.restarting", reason=stale, pgdata=str(self.pgdata))
+                self._shut_down(fast=True, timeout=60.0)
             binaries = find_binaries(self.bindir)
             self.socket_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.socket_dir, 0o700)
@@ -301,23 +306,56 @@ class EmbeddedPostgres:
         except (OSError, ValueError):
             return None
 
+    def _stale(self) -> str | None:
+        """Why the running server must be restarted before use, or None.
+
+        A server keeps running when the environment it was started from is removed or reinstalled (a new
+        virtualenv, the package upgraded): its program still runs, but every new connection loads libraries
+        from a folder that is gone or holds another build. On Linux the kernel marks the program of such a
+        process as deleted; elsewhere, the program named by the command line it was started with
+        (``postmaster.opts``) must still exist.
+        """
+        pid = self.postmaster_pid()
+        if pid is None:
+            return None
+        try:
+            program = os.readlink(f"/proc/{pid}/exe")
+        except OSError:  # no /proc (macOS), or another user's process
+            try:
+                program = (self.pgdata / "postmaster.opts").read_text().split(' "', 1)[0].strip()
+            except OSError:
+                return None
+            return None if not program or Path(program).exists() else f"its program {program} no longer exists"
+        if program.endswith(" (deleted)"):
+            return f"its program {program.removesuffix(' (deleted)')} was removed or replaced since it started"
+        return None
+
+    def _shut_down(self, fast: bool, timeout: float) -> None:
+        """Signal the server (SIGINT: fast shutdown, or SIGQUIT for ephemeral clusters) and wait for it."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return
+        sig = signal.SIGQUIT if self.ephemeral else (signal.SIGINT if fast else signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise EmbeddedPostgresError(
+            f"PostgreSQL (pid {pid}, {self.pgdata}) did not stop within {timeout:.0f} s; stop it and try again"
+        )
+
     def stop(self, fast: bool = True, timeout: float = 30.0) -> None:
         """Stop the server (SIGINT: fast shutdown, or SIGQUIT for ephemeral clusters) and wait for it.
 
         An ephemeral cluster's folder is removed afterwards.
         """
-        pid = self.postmaster_pid()
-        if pid is not None:
-            sig = signal.SIGQUIT if self.ephemeral else (signal.SIGINT if fast else signal.SIGTERM)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
+        with contextlib.suppress(EmbeddedPostgresError):  # as before: after the timeout, go on
+            self._shut_down(fast, timeout)
         if self.ephemeral:
             shutil.rmtree(self.root, ignore_errors=True)
             if self.socket_dir.parent != self.root:
