@@ -182,8 +182,7 @@ async def timed_run(db: Database, bank: Any, period: str, args: argparse.Namespa
     async with db.connection() as conn:
         s0 = await server_cpu_seconds(conn)
     t0, c = time.perf_counter(), time.process_time()
-    async with db.unit_of_work() as conn:
-        created = await service.create_run(conn, "JUNTOS", period, "maker")
+    created = await service.create_run(db, "JUNTOS", period, "maker", workers=args.create_workers)
     timings["create"] = time.perf_counter() - t0
     cpu["create"] = time.process_time() - c
     async with db.connection() as conn:
@@ -318,6 +317,12 @@ def main() -> None:
         type=int,
         default=defaults.apply_workers,
         help=f"ledger transactions applying settled groups at once (default {defaults.apply_workers})",
+    )
+    parser.add_argument(
+        "--create-workers",
+        type=int,
+        default=service.DEFAULT_CREATE_WORKERS,
+        help=f"transactions writing the run's parts at once (default {service.DEFAULT_CREATE_WORKERS})",
     )
     parser.add_argument("--verify", action="store_true", help="also seal and verify the ledger afterwards")
     parser.add_argument(

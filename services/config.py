@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         description="Settled bank batches applied to the ledger per transaction (at most 200: their credits are "
         "one bulk chunk of at most 200,000).",
     )
+    run_create_workers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Transactions writing a new run's parts at once, each on its own connection: the registry is "
+        "split into this many parts of at least 50,000 households (so a smaller one is one part).",
+    )
     run_apply_workers: int = Field(
         default=4, ge=1, le=16, description="Ledger transactions applying settled groups at once during a run."
     )

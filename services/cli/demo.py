@@ -302,8 +302,7 @@ async def _bimester(d: Demo, db: Database, bank: Any, people: list[Any], period:
             conn, CsvSource.from_path(compliance), program="JUNTOS", period=period, actor=MAKER
         )
     console.print(f"compliance {period}: {imported.rows:,} verifications recorded")
-    async with db.unit_of_work() as conn:
-        created = await payments.create_run(conn, "JUNTOS", period, MAKER)
+    created = await payments.create_run(db, "JUNTOS", period, MAKER)
     run_id = int(created.run["id"])
     console.print(f"run {run_id} created by {MAKER}: {created.run['payments_count']:,} payments planned")
     async with db.unit_of_work() as conn:

@@ -29,7 +29,7 @@ from services.cli.common import (
 )
 from services.cli.progress import Bars, working
 from services.payments import report, repository, service
-from services.payments.errors import RunNotApproved
+from services.payments.errors import RunNotApproved, still_creating
 from services.payments.execute import ExecuteOptions, RunExecutor, cancel_refused_batch, refused_batch
 
 app = typer.Typer(
@@ -132,8 +132,9 @@ async def create(
     actor = require_user(user, "runs create")
     async with database() as db:
         with working(f"creating the {program} {period} run: entitlements and payment snapshots"):
-            async with db.unit_of_work() as conn:
-                created = await service.create_run(conn, program, period, actor, batch_size)
+            created = await service.create_run(
+                db, program, period, actor, batch_size, workers=settings().run_create_workers
+            )
         async with db.connection() as conn:
             s = await report.summary(conn, created.run["id"])
     if as_json:
@@ -166,6 +167,8 @@ async def _execute(run_id: int, actor: str, as_json: bool, quiet: bool) -> None:
     async with database(s) as db:
         async with db.connection() as conn:
             run = await repository.get_run(conn, run_id)  # the run's state is the first thing to get wrong
+        if run["status"] == "creating":
+            raise still_creating(run)
         if run["status"] == "created":
             raise RunNotApproved(
                 f"run {run_id} is not approved yet; an approver must run `cct-ledger runs approve {run_id}`",

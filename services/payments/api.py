@@ -34,10 +34,19 @@ def _jsonable(value: Any) -> Any:
 
 
 @router.post("", status_code=201, response_model=RunOut, summary="Create a run: compute and snapshot payments")
-async def create(body: RunCreate, who: Writer, conn: UoW) -> dict[str, Any]:
+async def create(body: RunCreate, who: Writer, request: Request) -> dict[str, Any]:
     """Computes every household's entitlement for the period and snapshots the payments; nothing moves yet.
-    A program has one run per period (409 `run-exists`)."""
-    created = await service.create_run(conn, body.program, body.period, who.name, body.batch_size)
+    A program has one run per period (409 `run-exists`). A run whose creation was interrupted (status
+    `creating`) is finished by the same request."""
+    database: DatabasePort = request.app.state.database
+    created = await service.create_run(
+        database,
+        body.program,
+        body.period,
+        who.name,
+        body.batch_size,
+        workers=request.app.state.settings.run_create_workers,
+    )
     return {**_jsonable(created.run), "warnings": list(created.warnings)}
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ledger.errors import AppError, ErrorKind
 
 
@@ -43,6 +46,16 @@ class RunStateError(PaymentError):
 class RunNotApproved(RunStateError):
     type = "run-not-approved"
     title = "Payment run not approved"
+
+
+def still_creating(run: Mapping[str, Any]) -> RunStateError:
+    """The error for a run still ``creating``: it cannot be approved or executed yet."""
+    return RunStateError(
+        f"run {run['id']} is still being created (by another session, or its creation was interrupted); finish "
+        f"it with `cct-ledger runs create --program {run['program']} --period {run['period']}` (or POST "
+        f"/v1/payment-runs again), which resumes it",
+        run=run["id"],
+    )
 
 
 class MakerChecker(PaymentError):

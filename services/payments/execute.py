@@ -52,6 +52,7 @@ from services.payments.errors import (
     RunStateError,
     resume_hint,
     show_hint,
+    still_creating,
 )
 from services.payments.programs_link import program_context
 from services.ports.bank import (
@@ -288,6 +289,8 @@ class RunExecutor:
     async def _start(self) -> dict[str, Any]:
         async with self.db.unit_of_work() as conn:
             run = await repo.lock_run(conn, self.run_id)
+            if run["status"] == "creating":
+                raise still_creating(run)
             if run["status"] == "created":
                 raise RunNotApproved(
                     f"run {self.run_id} is not approved yet; an approver must approve it "
@@ -363,7 +366,9 @@ class RunExecutor:
         opened for a payment the bank rejects stays open with no postings, for the household's next payment.
         Idempotent: a resumed execution finds the accounts and opens none.
         """
-        for first in range(0, run["batches_count"], _OPEN_AHEAD_BATCHES):
+        async with self.db.connection() as conn:
+            last = await conn.fetchval("select max(batch_no) from payments.batches where run_id = $1", self.run_id)
+        for first in range(0, (last or 0) + 1, _OPEN_AHEAD_BATCHES):
             async with self.db.unit_of_work() as conn:
                 await bulk.open_selected_accounts(
                     conn,

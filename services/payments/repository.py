@@ -154,22 +154,35 @@ async def count_exclusions(conn: Connection) -> dict[str, dict[str, int]]:
     return {r["reason"]: {"count": r["n"], "total": 0} for r in rows}
 
 
-async def snapshot_accrued(conn: Connection, program: str) -> None:
-    """Take the program's accrued entitlements (carried by no payment) as they are now into ``run_older``:
-    the payments include exactly these, and :func:`claim_accrued` claims exactly these."""
+HOUSEHOLDS_IN_PART = "($LO::text is null or {col} >= $LO) and ($HI::text is null or {col} < $HI)"
+"""The households of a run's part: codes from its lower bound (inclusive) to its upper bound (exclusive), either
+missing at the ends (``$LO`` and ``$HI`` are replaced by the statement's parameter numbers)."""
+
+
+def households_in_part(column: str, lo: int, hi: int) -> str:
+    """:data:`HOUSEHOLDS_IN_PART` for ``column``, with the bounds as parameters ``$lo`` and ``$hi``."""
+    return HOUSEHOLDS_IN_PART.format(col=column).replace("$LO", f"${lo}").replace("$HI", f"${hi}")
+
+
+async def snapshot_accrued(conn: Connection, program: str, lower: str | None, upper: str | None) -> None:
+    """Take the program's accrued entitlements (carried by no payment) of the households from ``lower`` to
+    ``upper`` (a part of the run; None: no bound) as they are now into ``run_older``: the part's payments
+    include exactly these, and :func:`claim_accrued` claims exactly these."""
     await conn.execute("drop table if exists run_older")
     await conn.execute(
-        """create temp table run_older on commit drop as
+        f"""create temp table run_older on commit drop as
            select e.household_id, e.period, e.amount, e.breakdown from payments.entitlements e
-            where e.program = $1 and e.payment_id is null""",
+            where e.program = $1 and e.payment_id is null and {households_in_part("e.household_id", 2, 3)}""",
         program,
+        lower,
+        upper,
     )
     await conn.execute("analyze run_older")  # a few rows or a million: the joins below plan on the count
 
 
 async def insert_payments_and_entitlements(
-    conn: Connection, run_id: int, program: str, period: str, batch_size: int
-) -> None:
+    conn: Connection, run_id: int, program: str, period: str, batch_size: int, part: int = 0, parts: int = 1
+) -> tuple[int, int]:
     """One statement: the payments (one per household with a usable account: this period plus everything
     accrued before, in ``run_older``) and the period's entitlements, pointing at the payment that carries them
     (null: accrued, for a household with no usable account yet).
@@ -183,10 +196,14 @@ async def insert_payments_and_entitlements(
     accrued. Payment ids are drawn from the payments' own sequence in that pass, so both tables are written
     without joining the new payments back, and it never reads a table it writes (a rescan of one growing under
     it would be quadratic). Batches are numbered in the same pass (``batch_size`` a batch), in the order rows
-    come; reports order payments themselves.
+    come; reports order payments themselves. The ``part``-th of ``parts`` numbers its batches ``part``,
+    ``part + parts``, ``part + 2 × parts``…, so parts written at once or resumed apart never share a number.
+
+    Returns:
+        ``(payments, total)``: how many payments it wrote and their sum.
     """
     id_sequence = await conn.fetchval("select pg_get_serial_sequence('payments.payments', 'id')")
-    await conn.execute(
+    row = await conn.fetchrow(
         """with cur as (
                select r.household_id, r.amount, r.breakdown, r.rule_version, r.titular_dni, r.cci, r.ubigeo
                  from run_entitlements r
@@ -220,22 +237,29 @@ async def insert_payments_and_entitlements(
            paid as (
                insert into payments.payments (id, run_id, batch_no, household_id, dni, cci, ubigeo, amount, breakdown)
                overriding system value
-               select n.payment_id, $3, ((row_number() over ()) - 1) / $4, n.household_id, n.dni, n.cci, n.ubigeo,
-                      n.amount, n.breakdown
+               select n.payment_id, $3, $7 + $8 * (((row_number() over ()) - 1) / $4), n.household_id, n.dni,
+                      n.cci, n.ubigeo, n.amount, n.breakdown
                  from numbered n
-                where n.payment_id is not null)
-           insert into payments.entitlements (program, household_id, period, amount, breakdown, rule_version, run_id,
-                                              payment_id)
-           select $1, n.household_id, $2, n.current_amount, n.current_breakdown, n.rule_version, $3, n.payment_id
-             from numbered n
-            where n.current_amount is not null""",
+                where n.payment_id is not null
+               returning amount),
+           owed as (
+               insert into payments.entitlements (program, household_id, period, amount, breakdown, rule_version,
+                                                  run_id, payment_id)
+               select $1, n.household_id, $2, n.current_amount, n.current_breakdown, n.rule_version, $3, n.payment_id
+                 from numbered n
+                where n.current_amount is not null)
+           select count(*) as n, coalesce(sum(amount), 0)::bigint as total from paid""",
         program,
         period,
         run_id,
         batch_size,
         id_sequence,
         BN_BANK_CODE,
+        part,
+        parts,
     )
+    assert row is not None
+    return int(row["n"]), int(row["total"])
 
 
 async def claim_accrued(conn: Connection, run_id: int, program: str) -> None:
@@ -264,10 +288,60 @@ async def claim_accrued(conn: Connection, run_id: int, program: str) -> None:
     if claimed != expected:
         raise RunIncident(
             f"{expected - claimed} accrued entitlement(s) included in this run's payments were claimed by another "
-            "run meanwhile; nothing was created: try again",
+            "run meanwhile; this part of the run was not written: create the run again to resume it",
             expected=expected,
             claimed=claimed,
         )
+
+
+async def part_bounds(conn: Connection, program: str, parts: int, min_households: int) -> list[str]:
+    """Household codes that split the program's registry into at most ``parts`` parts of about the same size,
+    each of at least ``min_households`` households (so none for a small registry: one part)."""
+    households: int = await conn.fetchval("select count(*) from registry.households where program = $1", program)
+    parts = max(1, min(parts, households // max(1, min_households)))
+    bounds: list[str] = []
+    for k in range(1, parts):
+        bound = await conn.fetchval(
+            """select household_id::text from registry.households where program = $1
+                order by household_id offset $2 limit 1""",
+            program,
+            households * k // parts,
+        )
+        if bound is not None and (not bounds or bound > bounds[-1]):
+            bounds.append(bound)
+    return bounds
+
+
+async def record_part(
+    conn: Connection,
+    run_id: int,
+    part: int,
+    payments: tuple[int, int],
+    batch_size: int,
+    exclusions: dict[str, dict[str, int]],
+) -> None:
+    """Record a written part of a run (in the part's transaction): a second record of it is refused by the
+    primary key, so a part is written once."""
+    count, total = payments
+    await conn.execute(
+        """insert into payments.run_parts (run_id, part, payments_count, payments_total, batches_count, exclusions)
+           values ($1, $2, $3, $4, $5, $6)""",
+        run_id,
+        part,
+        count,
+        total,
+        -(-count // batch_size),
+        exclusions,
+    )
+
+
+async def parts_of(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "select part, payments_count, payments_total, batches_count, exclusions from payments.run_parts "
+        "where run_id = $1 order by part",
+        run_id,
+    )
+    return [dict(r) for r in rows]
 
 
 async def plan_batches(conn: Connection, run_id: int) -> dict[str, int]:

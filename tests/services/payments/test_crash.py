@@ -138,8 +138,7 @@ async def test_killed_at_random_points_then_resumed(db: Database, db_url: str, b
     await world.register(HOUSEHOLDS)
     funded = 100_000_000
     await world.fund(funded)
-    async with db.unit_of_work() as conn:
-        run_id = int((await service.create_run(conn, "JUNTOS", "2026-B5", "maker", batch_size=10)).run["id"])
+    run_id = int((await service.create_run(db, "JUNTOS", "2026-B5", "maker", batch_size=10)).run["id"])
     async with db.unit_of_work() as conn:
         await service.approve_run(conn, run_id, "checker")
 

@@ -38,8 +38,7 @@ FAST = ExecuteOptions(poll_interval=0.0, settle_timeout=120, submit_rounds=12)
 
 
 async def _create(world: World, period: str = "2026-B5", user: str = "maria", batch_size: int = 4) -> int:
-    async with world.db.unit_of_work() as conn:
-        created = await service.create_run(conn, "JUNTOS", period, user, batch_size)
+    created = await service.create_run(world.db, "JUNTOS", period, user, batch_size)
     return int(created.run["id"])
 
 
@@ -411,8 +410,8 @@ async def test_an_entitlement_released_while_a_run_is_created_stays_accrued_for_
         )
     snapshot = repo.snapshot_accrued
 
-    async def release_meanwhile(conn: Any, program: str) -> None:
-        await snapshot(conn, program)
+    async def release_meanwhile(conn: Any, program: str, lower: str | None, upper: str | None) -> None:
+        await snapshot(conn, program, lower, upper)
         async with world.db.unit_of_work() as other:
             await other.execute(
                 """update payments.entitlements set payment_id = null
@@ -496,8 +495,8 @@ async def test_the_database_and_the_service_agree_on_who_is_the_same_person(worl
     approval by the maker is a MakerChecker refusal, never a raw database error."""
     await world.register(2)
     await world.fund(10_000_00)
-    async with world.db.unit_of_work() as conn:
-        run_id = int((await service.create_run(conn, "JUNTOS", "2026-B5", "ismail", 4)).run["id"])
+    run_id = int((await service.create_run(world.db, "JUNTOS", "2026-B5", "ismail", 4)).run["id"])
+    async with world.db.connection() as conn:
         same_for_postgres = await conn.fetchval("select lower(btrim('İsmail')) = lower(btrim('ismail'))")
     if same_for_postgres:
         with pytest.raises(MakerChecker):
@@ -508,13 +507,12 @@ async def test_the_database_and_the_service_agree_on_who_is_the_same_person(worl
 
 async def test_a_run_created_before_its_verification_says_so(world: World) -> None:
     await world.register(3)
-    async with world.db.unit_of_work() as conn:
-        early = await service.create_run(conn, "JUNTOS", "2026-B4", "maria", 4)
+    early = await service.create_run(world.db, "JUNTOS", "2026-B4", "maria", 4)
     assert len(early.warnings) == 1
     assert "no compliance verification has been imported for JUNTOS 2026-B4" in early.warnings[0]
     await world.suspend("J000001", "2026-B5")
-    async with world.db.unit_of_work() as conn:
-        verified = await service.create_run(conn, "JUNTOS", "2026-B5", "maria", 4)
+    verified = await service.create_run(world.db, "JUNTOS", "2026-B5", "maria", 4)
+    async with world.db.connection() as conn:
         events = await conn.fetch("select detail from payments.run_events where event = 'created' order by id")
     assert verified.warnings == ()
     assert [e["detail"]["compliance_records"] for e in events] == [0, 1]

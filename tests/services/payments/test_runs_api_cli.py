@@ -71,7 +71,12 @@ async def test_payment_runs_over_http(world: World, db: Database, cli_env: dict[
         state = (await api.get(f"/v1/payment-runs/{run['id']}", headers=h("lucia"))).json()
         assert state["run"]["status"] == "settled"
         assert state["payments"]["credited"]["count"] == 7
-        assert [e["event"] for e in state["events"]][:3] == ["created", "approved", "execution_started"]
+        assert [e["event"] for e in state["events"]][:4] == [
+            "creation_started",
+            "created",
+            "approved",
+            "execution_started",
+        ]
         listed = (await api.get("/v1/payment-runs", params={"limit": 1}, headers=h("lucia"))).json()
         assert [r["id"] for r in listed["data"]] == [run["id"]]
         missing = await api.get("/v1/payment-runs/999999", headers=h("lucia"))
@@ -130,8 +135,14 @@ async def test_repeated_execute_calls_start_one_execution_and_a_failure_is_in_th
             again = await api.post(f"/v1/payment-runs/{run_id}/execute", headers=h["maria"])
             assert (again.status_code, again.json()["detail"]) == (202, "already executing in this server")
         assert len(app.state.run_tasks) == 1
-        seen = await asyncio.wait_for(api.get(f"/v1/payment-runs/{run_id}", headers=h["lucia"]), timeout=10)
-        assert seen.json()["run"]["status"] == "executing"
+
+        async def executing() -> None:  # the execution starts in the background, held at the bank's gate
+            while (await api.get(f"/v1/payment-runs/{run_id}", headers=h["lucia"])).json()["run"]["status"] != (
+                "executing"
+            ):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(executing(), timeout=10)
         gate.set()
         await asyncio.wait_for(asyncio.gather(*app.state.run_tasks.values()), timeout=300)
         assert app.state.run_tasks == {}
