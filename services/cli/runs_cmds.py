@@ -127,13 +127,16 @@ async def create(
 
     Prints counts and totals and every household left out, by reason.
 
+    Interrupted, the run stays "creating"; run the same command again to finish it.
+
     Example: cct-ledger runs create --program JUNTOS --period 2026-B5 --user maria
     """
     actor = require_user(user, "runs create")
-    async with database() as db:
+    config = settings()
+    async with database(config) as db:
         with working(f"creating the {program} {period} run: entitlements and payment snapshots"):
             created = await service.create_run(
-                db, program, period, actor, batch_size, workers=settings().run_create_workers
+                db, program, period, actor, batch_size, workers=config.run_create_workers
             )
         async with db.connection() as conn:
             s = await report.summary(conn, created.run["id"])
