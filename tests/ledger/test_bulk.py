@@ -261,7 +261,7 @@ _SELECTED = "select 'hh:' || g from unnest($1::text[]) g"
 
 async def test_selected_accounts_open_the_missing_only(conn: asyncpg.Connection) -> None:
     """The codes a query selects: the missing opened with the given flags (a code twice: one account), the
-    existing left as they were; again, nothing is opened."""
+    existing left as they were; again, only the new one is opened; and when none exists, all are."""
     existing = await Ledger(conn).create_account(AccountSpec("hh:001", "PEN", NormalBalance.CREDIT))
     async with conn.transaction():
         opened = await bulk.open_selected_accounts(
@@ -286,6 +286,14 @@ async def test_selected_accounts_open_the_missing_only(conn: asyncpg.Connection)
         )
     assert again == 1
     assert await conn.fetchval("select count(*) from ledger.accounts where code like 'hh:%'") == 4
+    async with conn.transaction():  # none exists yet (a program's first run): inserted without probes
+        fresh = await bulk.open_selected_accounts(
+            conn, _SELECTED, ["006", "005", "006"], currency="PEN", normal=NormalBalance.CREDIT, no_overdraft=True
+        )
+    assert fresh == 2
+    assert await conn.fetch(
+        "select code, no_overdraft from ledger.accounts where code in ('hh:005', 'hh:006') order by code"
+    ) == [("hh:005", True), ("hh:006", True)]
     # The ids settlement then reads are those accounts: found, none opened twice.
     async with conn.transaction():
         ids = await bulk.ensure_account_ids(conn, ["hh:004", "hh:002"], currency="PEN", normal=NormalBalance.CREDIT)
