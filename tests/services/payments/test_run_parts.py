@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import pytest
@@ -157,3 +158,49 @@ async def test_two_creations_of_one_run_at_once_write_it_once(world: World) -> N
     assert sorted(p["household_id"] for p in payments) == sorted(h for h, a in owed.items() if a)
     async with world.db.connection() as conn:
         assert await conn.fetchval("select count(*) from payments.run_parts") == 3
+
+
+async def test_a_creation_cut_off_at_random_points_is_finished_by_creating_again(world: World) -> None:
+    """Each try is cancelled after a random delay (its connections dropped mid-statement); whatever it left,
+    each part is written whole or not at all, and the next try finishes the run exactly."""
+    await world.register(150, children=(0, 1, 0), bank=True)
+    await world.register(30, start=151, bank=False)
+    rng = random.Random(20261129)
+    cut = 0
+    seen: list[list[int]] = []  # the parts written after each cut
+    for _ in range(200):
+        try:
+            created = await asyncio.wait_for(
+                service.create_run(world.db, "JUNTOS", "2026-B5", "maria", 10, parts=3), rng.uniform(0.002, 0.04)
+            )
+            break
+        except TimeoutError:
+            cut += 1
+        async with world.db.connection() as conn:
+            run = await conn.fetchrow("select id, status, part_bounds from payments.runs where period = '2026-B5'")
+            if run is None:
+                continue
+            assert run["status"] == "creating"
+            edges = [None, *run["part_bounds"], None]
+            written = {p["part"]: p for p in await repo.parts_of(conn, run["id"])}
+            seen.append(sorted(written))
+            for part in range(3):
+                lo, hi = edges[part], edges[part + 1]
+                n = await conn.fetchval(
+                    f"select count(*) from payments.payments where run_id = $1 and "
+                    f"{repo.households_in_part('household_id', 2, 3)}",
+                    run["id"],
+                    lo,
+                    hi,
+                )
+                assert n == (written[part]["payments_count"] if part in written else 0)
+    else:
+        pytest.fail("never finished")
+    assert cut >= 3
+    print("parts written after each cut:", seen)
+    assert (created.run["status"], created.run["payments_count"], created.run["accrued_count"]) == ("created", 150, 30)
+    assert created.run["payments_total"] == 100 * 200_00 + 50 * 300_00
+    async with world.db.connection() as conn:
+        assert await conn.fetchval("select count(*) from payments.entitlements where period = '2026-B5'") == 180
+        assert await conn.fetchval("select count(*) from payments.run_parts") == 3
+        assert await conn.fetchval("select sum(item_count) from payments.batches") == 150
