@@ -18,7 +18,7 @@ from services.api.app import create_app
 from services.auth.service import create_token
 from services.cli.main import app as cli
 from services.config import Settings, get_settings
-from services.payments import service
+from services.payments import repository, service
 from services.programs import service as programs
 from tests.services.payments.conftest import World
 
@@ -254,3 +254,39 @@ async def test_closing_a_run_from_the_command_line_prints_it_for_scripts(world: 
     assert closed.exit_code == 0, closed.output
     run = json.loads(closed.stdout)
     assert (run["id"], run["status"], run["closed_by"]) == (run_id, "closed", "ana")
+
+
+async def test_a_run_left_creating_is_refused_over_http_and_finished_by_posting_it_again(
+    world: World, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await world.register(6)
+    tokens = await _tokens(db)
+    record = repository.record_part
+
+    async def lost(conn: Any, run_id: int, part: int, *args: Any) -> None:
+        if part == 1:
+            raise ConnectionResetError("connection lost")
+        await record(conn, run_id, part, *args)
+
+    monkeypatch.setattr(repository, "record_part", lost)
+    with pytest.raises(ConnectionResetError):
+        await service.create_run(db, "JUNTOS", "2026-B5", "maria", 2, parts=2)
+    monkeypatch.setattr(repository, "record_part", record)
+    app = create_app(Settings(token_cache_seconds=0), database=db, background=False)
+    h = {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        listed = (await api.get("/v1/payment-runs", headers=h["lucia"])).json()["data"]
+        assert [(r["period"], r["status"]) for r in listed] == [("2026-B5", "creating")]
+        refused = await api.post(f"/v1/payment-runs/{listed[0]['id']}/approve", headers=h["jorge"])
+        assert (refused.status_code, refused.json()["type"]) == (409, "urn:cct-ledger:problem:run-state")
+        assert "runs create --program JUNTOS --period 2026-B5" in refused.json()["detail"]
+        other = await api.post("/v1/payment-runs", json={"program": "JUNTOS", "period": "2026-B6"}, headers=h["ana"])
+        assert (other.status_code, other.json()["type"]) == (409, "urn:cct-ledger:problem:run-state")
+        done = await api.post("/v1/payment-runs", json={"program": "JUNTOS", "period": "2026-B5"}, headers=h["ana"])
+        assert done.status_code == 201, done.text
+        assert (done.json()["id"], done.json()["status"], done.json()["payments_count"]) == (
+            listed[0]["id"],
+            "created",
+            6,
+        )
