@@ -17,6 +17,8 @@ in parallel, each in its own transaction:
   It is append-only.
 
 When every part is written, the run becomes ``created`` (its batches planned, its totals summed), as before.
+
+The downgrade refuses while a run is still ``creating``: the schema before cannot hold it.
 """
 
 from collections.abc import Sequence
@@ -53,7 +55,18 @@ create trigger run_parts_no_truncate before truncate on payments.run_parts
     for each statement execute function payments.refuse_change();
 """
 
+# A run still being created has no form in the schema before: the downgrade stops and says so. The parts'
+# records of created runs go (their sums are in the runs).
 DOWNGRADE = r"""
+do $$
+declare
+    n bigint := (select count(*) from payments.runs where status = 'creating');
+begin
+    if n > 0 then
+        raise exception '% payment run(s) are still being created; this downgrade would erase how: finish them '
+            'first (cct-ledger runs create with the same program and period)', n;
+    end if;
+end $$;
 drop table payments.run_parts;
 alter table payments.runs drop column part_bounds;
 alter table payments.runs drop constraint runs_status;

@@ -5,7 +5,7 @@ same way through the other. 0007 (payment outcomes in their own table): outcomes
 payments and out again, and each version's guards hold. 0008 (transfer groups): the function goes and comes
 back with its setting. 0009 (maker-checker by person): approvals compare names without case or spaces, and
 runs the old check allowed go on through their states. 0010 (reveals of personal data): the downgrade
-refuses to erase records.
+refuses to erase records. 0013 (runs created in parts): the downgrade refuses while a run is being created.
 """
 
 from __future__ import annotations
@@ -232,5 +232,28 @@ async def test_transfer_json_probes_downgrade_to_0011_and_back(db_url: str) -> N
         await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")
         assert await conn.fetchval(read, ids) == now
         assert [t["posted_amount"] for t in now if t["id"] == hold.id] == [200]
+    finally:
+        await conn.close()
+
+
+async def test_run_parts_downgrade_only_while_no_run_is_being_created(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    await init_connection(conn)
+    try:
+        await conn.execute(
+            """insert into payments.runs (program, period, status, currency, rule_version, batch_size, created_by)
+               values ('JUNTOS', '2026-B5', 'creating', 'PEN', 1, 1000, 'maria')"""
+        )
+        with pytest.raises(Exception, match="still being created"):
+            await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0012_transfer_json_probes")
+        assert await conn.fetchval("select version_num from alembic_version") == "0013_run_parts"
+        await conn.execute("update payments.runs set status = 'created'")
+        await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0012_transfer_json_probes")
+        assert await conn.fetchval("select to_regclass('payments.run_parts')") is None
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("update payments.runs set status = 'creating'")
+        await asyncio.to_thread(command.upgrade, alembic_config(db_url), "head")
+        assert await conn.fetchval("select status from payments.runs") == "created"
+        assert await conn.fetchval("select part_bounds from payments.runs") == []
     finally:
         await conn.close()
