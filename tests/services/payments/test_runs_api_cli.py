@@ -278,6 +278,9 @@ async def test_a_run_left_creating_is_refused_over_http_and_finished_by_posting_
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
         listed = (await api.get("/v1/payment-runs", headers=h["lucia"])).json()["data"]
         assert [(r["period"], r["status"]) for r in listed] == [("2026-B5", "creating")]
+        shown = await api.get(f"/v1/payment-runs/{listed[0]['id']}", headers=h["lucia"])
+        assert (shown.status_code, shown.json()["run"]["status"]) == (200, "creating")
+        assert [e["event"] for e in shown.json()["events"]] == ["creation_started"]
         refused = await api.post(f"/v1/payment-runs/{listed[0]['id']}/approve", headers=h["jorge"])
         assert (refused.status_code, refused.json()["type"]) == (409, "urn:cct-ledger:problem:run-state")
         assert "runs create --program JUNTOS --period 2026-B5" in refused.json()["detail"]
