@@ -300,30 +300,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--faults", default="none", help="bank fault profile (default none)")
     defaults = ExecuteOptions()
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=defaults.concurrency,
-        help=f"bank requests in flight (default {defaults.concurrency})",
-    )
-    parser.add_argument(
-        "--settle-group",
-        type=int,
-        default=defaults.settle_group,
-        help=f"settled batches per ledger transaction (default {defaults.settle_group})",
-    )
-    parser.add_argument(
-        "--apply-workers",
-        type=int,
-        default=defaults.apply_workers,
-        help=f"ledger transactions applying settled groups at once (default {defaults.apply_workers})",
-    )
-    parser.add_argument(
-        "--create-workers",
-        type=int,
-        default=service.DEFAULT_CREATE_WORKERS,
-        help=f"transactions writing the run's parts at once (default {service.DEFAULT_CREATE_WORKERS})",
-    )
+    for flag, default, what in (
+        ("--concurrency", defaults.concurrency, "bank requests in flight"),
+        ("--settle-group", defaults.settle_group, "settled batches per ledger transaction"),
+        ("--apply-workers", defaults.apply_workers, "ledger transactions applying settled groups at once"),
+        ("--create-workers", service.DEFAULT_CREATE_WORKERS, "transactions writing the run's parts at once"),
+    ):
+        parser.add_argument(flag, type=int, default=default, help=f"{what} (default {default})")
     parser.add_argument("--verify", action="store_true", help="also seal and verify the ledger afterwards")
     parser.add_argument(
         "--next-period",

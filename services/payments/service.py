@@ -107,7 +107,7 @@ async def create_run(
     if failures:
         raise failures[0]
     async with db.unit_of_work() as conn:
-        return await _finish(conn, ctx, int(run["id"]), actor, resumed)
+        return await _finish(conn, ctx, int(run["id"]), len(bounds) + 1, actor, resumed)
 
 
 async def _plan(
@@ -227,17 +227,17 @@ async def _write_part(
     )
 
 
-async def _finish(conn: Connection, ctx: ProgramContext, run_id: int, actor: str, resumed: bool) -> RunSummary:
-    """Plan the batches of a run whose every part is written, sum its parts, and make it ``created``."""
+async def _finish(
+    conn: Connection, ctx: ProgramContext, run_id: int, parts: int, actor: str, resumed: bool
+) -> RunSummary:
+    """Plan the batches of a run whose ``parts`` parts are all written, sum them, and make it ``created``."""
     run = await repo.lock_run(conn, run_id)
     if run["status"] != "creating":  # finished by another creation of the same run meanwhile
         raise RunExists(f"{ctx.program} already has run {run_id} for {ctx.period}; see {show_hint(run_id)}", run=run_id)
     written = await repo.parts_of(conn, run_id)
-    expected = len(await conn.fetchval("select part_bounds from payments.runs where id = $1", run_id)) + 1
-    if len(written) != expected:
+    if len(written) != parts:
         raise RunIncident(
-            f"run {run_id}: {expected - len(written)} of its {expected} parts are not written; create it again to "
-            "resume it",
+            f"run {run_id}: {parts - len(written)} of its {parts} parts are not written; create it again to resume it",
             run=run_id,
         )
     totals = await repo.plan_batches(conn, run_id)

@@ -14,6 +14,8 @@ from adapters.bank.client import BankClient
 from adapters.bank.simulator import SimControl, connect, create_app, get_simulator
 from adapters.postgres.database import Database
 from ledger.engine import Ledger
+from services.payments import repository
+from services.payments import service as payments_service
 from services.programs import catalog
 from services.programs import service as programs
 
@@ -131,3 +133,21 @@ async def world(db: Database, request: pytest.FixtureRequest) -> AsyncIterator[W
         await w.bank.aclose()
         await w.control.aclose()
         await get_simulator(app).aclose()
+
+
+async def interrupted_creation(
+    db: Database, monkeypatch: pytest.MonkeyPatch, parts: int, period: str = "2026-B5", user: str = "maria"
+) -> None:
+    """Create JUNTOS ``period`` in ``parts`` parts with part 1's connection lost before it records itself:
+    the run is left ``creating`` with the other parts written."""
+    record = repository.record_part
+
+    async def lost_connection(conn: Any, run_id: int, part: int, *args: Any) -> None:
+        if part == 1:
+            raise ConnectionResetError("connection lost")
+        await record(conn, run_id, part, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(repository, "record_part", lost_connection)
+        with pytest.raises(ConnectionResetError):
+            await payments_service.create_run(db, "JUNTOS", period, user, 2, parts=parts)

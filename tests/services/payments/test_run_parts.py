@@ -13,7 +13,7 @@ from services.payments import repository as repo
 from services.payments import service
 from services.payments.errors import RunExists, RunNotApproved, RunStateError
 from services.payments.execute import ExecuteOptions, RunExecutor
-from tests.services.payments.conftest import World
+from tests.services.payments.conftest import World, interrupted_creation
 
 FAST = ExecuteOptions(poll_interval=0.0, settle_timeout=120, submit_rounds=12)
 
@@ -93,16 +93,7 @@ async def test_an_interrupted_creation_blocks_the_run_and_is_resumed_by_creating
 ) -> None:
     owed = await _registry(world)
     await world.fund(10_000_00)
-    record = repo.record_part
-
-    async def lost_connection(conn: Any, run_id: int, part: int, *args: Any) -> None:
-        if part == 1:
-            raise ConnectionResetError("connection lost")
-        await record(conn, run_id, part, *args)
-
-    monkeypatch.setattr(repo, "record_part", lost_connection)
-    with pytest.raises(ConnectionResetError):
-        await service.create_run(world.db, "JUNTOS", "2026-B5", "maria", 2, parts=3)
+    await interrupted_creation(world.db, monkeypatch, parts=3)
     async with world.db.connection() as conn:
         run = await conn.fetchrow("select id, status, payments_count from payments.runs where period = '2026-B5'")
         written = [p["part"] for p in await repo.parts_of(conn, run["id"])]
@@ -122,7 +113,6 @@ async def test_an_interrupted_creation_blocks_the_run_and_is_resumed_by_creating
     with pytest.raises(RunStateError, match=f"run {run_id} for 2026-B5 is still being created .*{hint}"):
         await service.create_run(world.db, "JUNTOS", "2026-B6", "maria", 2)
     # Creating it again writes the missing part only, and finishes it.
-    monkeypatch.setattr(repo, "record_part", record)
     resumed = await service.create_run(world.db, "JUNTOS", "2026-B5", "ana", 2, parts=1)
     assert (int(resumed.run["id"]), resumed.run["status"]) == (run_id, "created")
     payments = await _payments(world, run_id)

@@ -18,9 +18,9 @@ from services.api.app import create_app
 from services.auth.service import create_token
 from services.cli.main import app as cli
 from services.config import Settings, get_settings
-from services.payments import repository, service
+from services.payments import service
 from services.programs import service as programs
-from tests.services.payments.conftest import World
+from tests.services.payments.conftest import World, interrupted_creation
 
 
 async def _tokens(db: Database) -> dict[str, str]:
@@ -261,17 +261,7 @@ async def test_a_run_left_creating_is_refused_over_http_and_finished_by_posting_
 ) -> None:
     await world.register(6)
     tokens = await _tokens(db)
-    record = repository.record_part
-
-    async def lost(conn: Any, run_id: int, part: int, *args: Any) -> None:
-        if part == 1:
-            raise ConnectionResetError("connection lost")
-        await record(conn, run_id, part, *args)
-
-    monkeypatch.setattr(repository, "record_part", lost)
-    with pytest.raises(ConnectionResetError):
-        await service.create_run(db, "JUNTOS", "2026-B5", "maria", 2, parts=2)
-    monkeypatch.setattr(repository, "record_part", record)
+    await interrupted_creation(db, monkeypatch, parts=2)
     app = create_app(Settings(token_cache_seconds=0), database=db, background=False)
     h = {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
