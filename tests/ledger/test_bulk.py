@@ -173,6 +173,59 @@ async def test_bad_rows_are_named(conn: asyncpg.Connection) -> None:
     assert await conn.fetchval("select count(*) from ledger.transfers") == 1  # only the funding
 
 
+async def test_a_bad_account_on_either_side_refuses_the_chunk_and_moves_no_balance(conn: asyncpg.Connection) -> None:
+    """A bad account among the households' or among the hot ones refuses the chunk, the first bad row or leg
+    named, and leaves no balance moved and no posting."""
+    fund, ids, _ = await _setup(conn)
+    led = Ledger(conn)
+    dollars = await led.create_account(AccountSpec("fund:usd", "USD", NormalBalance.CREDIT, hot=True))
+    closed = (await led.create_account(AccountSpec("hh:closed", "PEN", NormalBalance.CREDIT))).id
+    await led.close_account("hh:closed")
+    before = await conn.fetch(_BALANCES)
+    postings = await conn.fetchval("select count(*) from ledger.postings")
+    cases = (
+        # a hot account in dollars, debited after a good row
+        (
+            lambda: bulk.bulk_transfer(
+                conn,
+                [bulk.BulkTransfer(fund, ids[0], 1), bulk.BulkTransfer(dollars.id, ids[1], 1)],
+                key="a",
+                currency="PEN",
+            ),
+            CurrencyMismatch,
+            r"rows\[1\]: account fund:usd is in USD",
+        ),
+        (
+            lambda: bulk.bulk_split(
+                conn, [bulk.Split(fund, [(ids[0], 1)]), bulk.Split(dollars.id, [(ids[1], 1)])], key="b", currency="PEN"
+            ),
+            CurrencyMismatch,
+            r"splits\[1\]: account fund:usd is in USD",
+        ),
+        # households' accounts after a good leg: closed, then missing; the first in the legs' order is named
+        (
+            lambda: bulk.bulk_split(
+                conn, [bulk.Split(fund, [(ids[0], 1), (closed, 1), (987654, 1)])], key="c", currency="PEN"
+            ),
+            AccountClosed,
+            r"splits\[0\]\.credits\[1\]: account hh:closed is closed",
+        ),
+        (
+            lambda: bulk.bulk_transfer(
+                conn, [bulk.BulkTransfer(fund, ids[0], 1), bulk.BulkTransfer(fund, 987654, 1)], key="d", currency="PEN"
+            ),
+            AccountNotFound,
+            r"rows\[1\]: account id 987654 not found",
+        ),
+    )
+    for write, error, named in cases:
+        with pytest.raises(error, match=named):
+            async with conn.transaction():
+                await write()
+    assert await conn.fetch(_BALANCES) == before
+    assert await conn.fetchval("select count(*) from ledger.postings") == postings
+
+
 async def test_resolve_skips_what_is_already_resolved(conn: asyncpg.Connection) -> None:
     fund, ids, _ = await _setup(conn)
     async with conn.transaction():
