@@ -828,9 +828,8 @@ async def open_selected_accounts(
 
     The codes are first inserted as they are, in a savepoint: when none exists yet (a program's first run),
     that is all, with no probe of each code (1 to 3 µs of PostgreSQL and three buffer reads an account,
-    docs/performance.md). If one
-    exists, that insert fails on the unique index at once, and the codes are probed and only the missing ones
-    inserted.
+    docs/performance.md). If one exists, that insert fails on the unique index at once, and the codes are
+    probed and only the missing ones inserted.
     """
     _require_transaction(conn)
     require_currency(currency)

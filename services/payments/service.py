@@ -92,22 +92,26 @@ async def create_run(
         raise RunStateError(f"batch size must be between 1 and 1000 (the bank's limit), got {batch_size}")
     async with db.unit_of_work() as conn:
         ctx, run, resumed = await _plan(conn, program, period, actor, batch_size, workers, parts)
-    bounds: list[str] = list(run["part_bounds"])
-    edges: list[str | None] = [None, *bounds, None]
+    edges: list[str | None] = [None, *run["part_bounds"], None]
+    count = len(edges) - 1  # the run's parts
     slots = asyncio.Semaphore(max(1, workers))
 
     async def write(part: int) -> None:
         async with slots, db.unit_of_work() as conn:
-            await _write_part(conn, ctx, run, part, len(bounds) + 1, edges[part], edges[part + 1])
+            await _write_part(conn, ctx, run, part, count, edges[part], edges[part + 1])
 
     # Every part is written or fails on its own: one failing does not stop the others, whose work a resumed
     # creation then keeps. The first failure is raised as it is (a named error stays one).
-    outcomes = await asyncio.gather(*(write(part) for part in range(len(bounds) + 1)), return_exceptions=True)
+    outcomes = await asyncio.gather(*(write(part) for part in range(count)), return_exceptions=True)
     failures = [o for o in outcomes if isinstance(o, BaseException)]
     if failures:
         raise failures[0]
     async with db.unit_of_work() as conn:
-        return await _finish(conn, ctx, int(run["id"]), len(bounds) + 1, actor, resumed)
+        return await _finish(conn, ctx, int(run["id"]), count, actor, resumed)
+
+
+def _run_exists(ctx: ProgramContext, run_id: int) -> RunExists:
+    return RunExists(f"{ctx.program} already has run {run_id} for {ctx.period}; see {show_hint(run_id)}", run=run_id)
 
 
 async def _plan(
@@ -125,10 +129,7 @@ async def _plan(
         "select id, status, part_bounds from payments.runs where program = $1 and period = $2", ctx.program, ctx.period
     )
     if existing is not None and existing["status"] != "creating":
-        raise RunExists(
-            f"{ctx.program} already has run {existing['id']} for {ctx.period}; see {show_hint(existing['id'])}",
-            run=existing["id"],
-        )
+        raise _run_exists(ctx, existing["id"])
     unfinished = await conn.fetchrow(
         "select id, period from payments.runs where program = $1 and status = 'creating' and period <> $2",
         ctx.program,
@@ -233,7 +234,7 @@ async def _finish(
     """Plan the batches of a run whose ``parts`` parts are all written, sum them, and make it ``created``."""
     run = await repo.lock_run(conn, run_id)
     if run["status"] != "creating":  # finished by another creation of the same run meanwhile
-        raise RunExists(f"{ctx.program} already has run {run_id} for {ctx.period}; see {show_hint(run_id)}", run=run_id)
+        raise _run_exists(ctx, run_id)
     written = await repo.parts_of(conn, run_id)
     if len(written) != parts:
         raise RunIncident(
