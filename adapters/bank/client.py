@@ -65,6 +65,7 @@ from services.ports.bank import (
     OpenAccount,
     Page,
     StatementLine,
+    TrustedCreditBatch,
     WebhookEvent,
     item_outcome,
 )
@@ -429,11 +430,12 @@ class BankClient:
 
     # --- credit batches ----------------------------------------------------------------------------------
 
-    async def submit_batch(self, batch: CreditBatch, *, idempotency_key: str) -> Batch:
+    async def submit_batch(self, batch: CreditBatch | TrustedCreditBatch, *, idempotency_key: str) -> Batch:
         """Submit a credit batch; the answer is its acknowledgement (status ``received``).
 
         Args:
-            batch: the batch with our stable reference and its control totals.
+            batch: the batch with our stable reference and its control totals (a
+                :class:`~services.ports.bank.TrustedCreditBatch` is sent as the same JSON, written from its rows).
             idempotency_key: derived by the caller from the run and batch number, never from the clock.
 
         Raises:
@@ -443,13 +445,17 @@ class BankClient:
             BankIdempotencyConflict: the key was used for different content.
             BankAmbiguousError: the outcome is unknown; look the batch up by reference.
         """
-        if not isinstance(batch, CreditBatch):
-            raise TypeError("batch must be a CreditBatch")
+        if isinstance(batch, TrustedCreditBatch):
+            content = batch.to_json()
+        elif isinstance(batch, CreditBatch):
+            content = batch.model_dump_json().encode()
+        else:
+            raise TypeError("batch must be a CreditBatch or a TrustedCreditBatch")
         response = await self._call(
             "POST",
             "/v1/credit_batches",
             operation="submit_batch",
-            content=batch.model_dump_json().encode(),
+            content=content,
             idempotency_key=_check_key(idempotency_key),
             reference=batch.reference,
         )

@@ -32,6 +32,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Protocol
 
 import structlog
@@ -63,12 +64,11 @@ from services.ports.bank import (
     BankRetryableError,
     Batch,
     BatchStatus,
-    CreditBatch,
     ItemOutcome,
     ItemStatus,
     RejectReason,
+    TrustedCreditBatch,
     submit_or_recover,
-    trusted_items,
 )
 
 log = structlog.get_logger(__name__)
@@ -899,18 +899,17 @@ select $4::text || p.household_id || $5::text from payments.payments p
 """
 
 
-def _credit_batch(run_id: int, reference: str, payments: Sequence[Mapping[str, Any]]) -> CreditBatch:
+def _credit_batch(run_id: int, reference: str, payments: Sequence[Mapping[str, Any]]) -> TrustedCreditBatch:
     """The batch as sent: built from the snapshot, so a resend carries exactly the same content.
 
-    The snapshot was validated when the registry was imported (DNI and CCI check digits), so the items are
-    made without validating each again (:func:`services.ports.bank.trusted_items`).
+    The snapshot was validated when the registry was imported (DNI and CCI check digits), so its rows are sent
+    as they are, without a model per item (:class:`services.ports.bank.TrustedCreditBatch`).
     """
     prefix = repo.payment_reference_prefix(run_id)  # repo.payment_reference, inlined: a thousand per batch
-    items = trusted_items((f"{prefix}{p['id']}", p["dni"], p["amount"], None, p["cci"]) for p in payments)
-    return CreditBatch.model_construct(
-        reference=reference,
-        control_count=len(items),
-        control_amount=sum(p["amount"] for p in payments),
-        items=items,
-        description=None,
+    return TrustedCreditBatch.of(
+        reference,
+        [(f"{prefix}{pid}", dni, amount, None, cci) for pid, dni, amount, cci in map(_SENT_FIELDS, payments)],
     )
+
+
+_SENT_FIELDS = itemgetter("id", "dni", "amount", "cci")

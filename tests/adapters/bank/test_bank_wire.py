@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import random
+import warnings
 from typing import Any
 
 import orjson
@@ -21,7 +22,15 @@ from pydantic import ValidationError
 from adapters.bank import wire
 from adapters.bank.schemas import BulkAccounts
 from services.identifiers import InvalidIdentifier, make_cci, normalize_cci
-from services.ports.bank import BatchItem, CreditBatch, ItemResult, Page, item_outcome, trusted_items
+from services.ports.bank import (
+    BatchItem,
+    CreditBatch,
+    ItemResult,
+    Page,
+    TrustedCreditBatch,
+    item_outcome,
+    trusted_items,
+)
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -221,6 +230,62 @@ def test_trusted_items_are_the_models_items(numbers: list[int]) -> None:
     assert CreditBatch.model_validate_json(batch.model_dump_json()) == batch  # what the bank receives
     with pytest.raises(ValidationError, match="frozen"):
         fast[0].amount = 1  # type: ignore[misc]
+
+
+def _row(n: int, by_cci: bool) -> tuple[str, str, int, str | None, str | None]:
+    return (
+        f"R1-P{n}",
+        f"{10_000_000 + n:08d}",
+        100 + n,
+        None if by_cci else f"04082{n:07d}",
+        _cci(n) if by_cci else None,
+    )
+
+
+@FAST
+@given(
+    st.lists(st.tuples(st.integers(min_value=0, max_value=9_999_999), st.booleans()), min_size=1, max_size=30),
+    st.sampled_from([None, "2025-B1", 'the "B5" round', "pago ñandú", "tab\there", ""]),
+)
+def test_a_trusted_batch_is_sent_as_the_model_writes_it(
+    numbers: list[tuple[int, bool]], description: str | None
+) -> None:
+    rows = [_row(n, by_cci) for n, by_cci in numbers]
+    trusted = TrustedCreditBatch.of("R1-B1", rows, description)
+    built = CreditBatch.build(
+        "R1-B1",
+        [BatchItem(reference=r, dni=d, amount=a, account_number=acc, cci=c) for r, d, a, acc, c in rows],
+        description,
+    )
+    raw = trusted.to_json()
+    assert raw == built.model_dump_json().encode() == trusted.to_model().model_dump_json().encode()
+    assert (trusted.control_count, trusted.control_amount) == (built.control_count, built.control_amount)
+    assert CreditBatch.model_validate_json(raw) == built  # what the bank receives
+    assert wire.credit_batch_payload(raw) == _model_payload(raw)  # and the simulated bank's fast path takes it
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        (0, 'R1-"quoted"'),  # a reference to escape
+        (0, "R1-é"),
+        (1, "1011741\n"),
+        (2, True),  # not an int: the model writes it
+        (4, 123),
+    ],
+)
+def test_a_trusted_batch_that_is_not_plain_is_written_by_the_model(change: tuple[int, Any]) -> None:
+    """Rows are not validated; anything the f-strings would not write exactly is left to the model's dump."""
+    rows: list[Any] = [_row(n, True) for n in range(3)]
+    index, value = change
+    rows[1] = tuple(value if k == index else v for k, v in enumerate(rows[1]))
+    trusted = TrustedCreditBatch.of("R1-B1", rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pydantic warns as it writes a value of the wrong type
+        assert trusted.to_json() == trusted.to_model().model_dump_json().encode()
+        assert orjson.loads(trusted.to_json())["items"][1] == dict(
+            zip(("reference", "dni", "amount", "account_number", "cci"), rows[1], strict=True)
+        )
 
 
 # --- pages of batch items, read by the client ------------------------------------------------------------
