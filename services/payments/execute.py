@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 
@@ -157,6 +157,7 @@ class _Checked:
     outcomes: list[tuple[int, str, str | None, str]]  # payment, status, reason, the bank's item
     credited_ids: list[int]
     credited_amounts: list[int]
+    credited_accounts: list[int | None]  # each credited household's ledger account, None if not opened yet
     credited_households: list[str]
     rejected_ids: list[int]
     rejected_total: int
@@ -559,7 +560,9 @@ class RunExecutor:
         async with self.db.connection() as conn:
             # The group's payments in one read, not one per batch: every round trip waits its turn on an
             # event loop busy with the bank's work (tens of milliseconds each while batches are being sent).
-            snapshot = await repo.batches_payments(conn, self.run_id, [s.batch["batch_no"] for s in group])
+            snapshot = await repo.settlement_payments(
+                conn, self.run_id, [s.batch["batch_no"] for s in group], _HOUSEHOLD_ACCOUNT
+            )
             if self._transit is None:
                 ctx = await program_context(conn, run["program"], run["period"])
                 self._transit = (await Ledger(conn).get_account(ctx.in_transit_account)).id
@@ -601,10 +604,22 @@ class RunExecutor:
             transfer_ids: list[int] = []
             transfer_of: dict[int, int] = {}  # batch number -> its credit transfer
             if credited_ids:
-                codes = [household_account(h) for c in checked for h in c.credited_households]
-                ids = await bulk.ensure_account_ids(
-                    conn, codes, currency=run["currency"], normal=NormalBalance.CREDIT, no_overdraft=True
-                )
+                # The accounts were found with the snapshot; those not opened yet (see _open_accounts) are
+                # opened here.
+                accounts = [a for c in checked for a in c.credited_accounts]
+                missing = [k for k, account in enumerate(accounts) if account is None]
+                if missing:
+                    households = [h for c in checked for h in c.credited_households]
+                    opened = await bulk.ensure_account_ids(
+                        conn,
+                        [household_account(households[k]) for k in missing],
+                        currency=run["currency"],
+                        normal=NormalBalance.CREDIT,
+                        no_overdraft=True,
+                    )
+                    for k, account in zip(missing, opened, strict=True):
+                        accounts[k] = account
+                ids = cast(list[int], accounts)  # each found or opened
                 credited = [c for c in checked if c.credited_ids]
                 first = 0
                 for c in credited:
@@ -666,9 +681,10 @@ class RunExecutor:
         prefix = repo.payment_reference_prefix(self.run_id)
         payments = {f"{prefix}{p['id']}": p for p in s.payments}
         seen: dict[int, ItemOutcome] = {}  # payment -> the bank's item for it
-        checked = _Checked(s, [], [], [], [], [], 0)
+        checked = _Checked(s, [], [], [], [], [], [], 0)
         outcomes, credited_ids, credited_amounts = checked.outcomes, checked.credited_ids, checked.credited_amounts
-        credited_households, rejected_ids = checked.credited_households, checked.rejected_ids
+        credited_accounts, credited_households = checked.credited_accounts, checked.credited_households
+        rejected_ids = checked.rejected_ids
         rejected_total = 0
         credited, pending = _STATUS_TEXT[ItemStatus.CREDITED], _STATUS_TEXT[ItemStatus.PENDING]
         duplicate = RejectReason.DUPLICATE_REFERENCE.value
@@ -702,6 +718,7 @@ class RunExecutor:
                 if status == credited:
                     credited_ids.append(pid)
                     credited_amounts.append(amount)
+                    credited_accounts.append(payment["account_id"])
                     credited_households.append(payment["household_id"])
                 else:
                     rejected_ids.append(pid)

@@ -407,6 +407,34 @@ async def batches_payments(conn: Connection, run_id: int, batch_nos: list[int]) 
     return out
 
 
+async def settlement_payments(
+    conn: Connection, run_id: int, batch_nos: list[int], account_code: tuple[str, str]
+) -> dict[int, list[Mapping[str, Any]]]:
+    """:func:`batches_payments` with each household's ledger account id, for settling the batches.
+
+    ``account_code`` is the prefix and suffix of a household's account code around its household id
+    (``household:<id>:savings``); ``account_id`` is None where that account does not exist yet. Each account
+    is found by a probe of its code in the same read, where looking the codes up inside the settling
+    transaction cost a ``COPY`` of the codes into a work table besides the same probes.
+    """
+    rows = await conn.fetch(
+        """select b.n as batch_no, p.id, p.household_id, p.amount, a.id as account_id
+             from unnest($2::int[]) as b(n)
+             cross join lateral (select p.id, p.household_id, p.amount from payments.payments p
+                                  where p.run_id = $1 and p.batch_no = b.n offset 0) p
+             left join lateral (select a.id from ledger.accounts a
+                                 where a.code = $3::text || p.household_id || $4::text limit 1) a on true
+            order by b.n, p.id""",
+        run_id,
+        batch_nos,
+        *account_code,
+    )
+    out: dict[int, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["batch_no"], []).append(r)
+    return out
+
+
 async def mark_submitting(
     conn: Connection, run_id: int, batch_no: int
 ) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:

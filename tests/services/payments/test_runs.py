@@ -15,6 +15,7 @@ from adapters.bank.simulator import get_simulator
 from adapters.postgres.database import Database, asyncpg_dsn
 from ledger import audit, bulk
 from ledger.engine import Ledger
+from ledger.models import NormalBalance
 from services.config import Settings
 from services.payments import report, service
 from services.payments import repository as repo
@@ -266,6 +267,47 @@ async def test_rejections_return_to_the_fund_and_accrue_to_the_next_run(world: W
                 group by e.household_id, e.period having count(*) > 1) x"""
         )
         assert twice == 0
+
+
+async def test_settlement_opens_the_accounts_not_opened_ahead_and_finds_the_rest(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settlement finds each household's ledger account with the snapshot; those the opener ahead of it has not
+    reached (here: it opens none, and two households had accounts from before) are opened in the settling
+    transaction, and each household is credited once, into its own account."""
+    rows = await world.register(9)
+    await world.fund(10_000_00)
+    async with world.db.unit_of_work() as conn:  # two households' accounts exist from before
+        before = await bulk.ensure_account_ids(
+            conn,
+            [f"household:{r['household_id']}:savings" for r in rows[:2]],
+            currency="PEN",
+            normal=NormalBalance.CREDIT,
+            no_overdraft=True,
+        )
+
+    async def opens_none(self: RunExecutor, run: dict[str, Any]) -> None:
+        return None
+
+    monkeypatch.setattr(RunExecutor, "_open_accounts", opens_none)
+    run_id = await _create(world)
+    await _approve(world, run_id)
+    await _execute(world, run_id)
+    async with world.db.connection() as conn:
+        accounts = {
+            r["code"]: r
+            for r in await conn.fetch(
+                """select a.id, a.code, a.posted, a.version, a.no_overdraft, a.normal_balance
+                     from ledger.accounts a where a.code like 'household:%'"""
+            )
+        }
+    assert sorted(accounts) == sorted(f"household:{r['household_id']}:savings" for r in rows)
+    assert [accounts[f"household:{r['household_id']}:savings"]["id"] for r in rows[:2]] == before
+    assert {(a["posted"], a["version"], a["no_overdraft"], a["normal_balance"]) for a in accounts.values()} == {
+        (200_00, 1, True, -1)
+    }
+    assert await world.balance(FUND) == 10_000_00 - 9 * 200_00
+    assert await world.balance(TRANSIT) == 0
 
 
 async def test_a_household_with_another_banks_account_accrues_instead_of_stopping_its_batch(world: World) -> None:
