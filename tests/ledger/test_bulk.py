@@ -250,7 +250,7 @@ async def test_resolve_skips_what_is_already_resolved(conn: asyncpg.Connection) 
 
 async def test_balance_moves_lock_accounts_in_sorted_order(conn: asyncpg.Connection) -> None:
     """The plan of the balance move is a nested loop over the sorted aggregate: rows lock in id order."""
-    fund, ids, _ = await _setup(conn)
+    _, ids, _ = await _setup(conn)
     async with conn.transaction():
         await conn.execute(bulk._WORK)
         await conn.execute(
@@ -258,7 +258,8 @@ async def test_balance_moves_lock_accounts_in_sorted_order(conn: asyncpg.Connect
         )
         await conn.execute("analyze bulk_legs")
         await conn.execute("set local enable_hashjoin = off; set local enable_mergejoin = off")
-        plan = "\n".join(r[0] for r in await conn.fetch("explain " + bulk._MOVE_BALANCES, 0, False, [fund]))
+        move = bulk._MOVE_BALANCES.format(phase=0, hot="false")
+        plan = "\n".join(r[0] for r in await conn.fetch("explain " + move))
     assert "Nested Loop" in plan
     nested = plan.index("Nested Loop")
     assert plan.index("Sort Key: l.account_id", nested) < plan.index("Index Scan using accounts_pkey", nested)
