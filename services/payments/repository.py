@@ -383,6 +383,14 @@ async def batches(conn: Connection, run_id: int, statuses: tuple[str, ...] | Non
     return [dict(r) for r in rows]
 
 
+def _by_batch(rows: Sequence[Mapping[str, Any]]) -> dict[int, list[Mapping[str, Any]]]:
+    """Rows grouped by their ``batch_no``, each batch's in the rows' order."""
+    out: dict[int, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["batch_no"], []).append(r)
+    return out
+
+
 async def batches_payments(conn: Connection, run_id: int, batch_nos: list[int]) -> dict[int, list[Mapping[str, Any]]]:
     """Several batches' payments in one read, each batch's in id order: what settlement checks (id,
     household, amount; not the account details sent to the bank).
@@ -401,10 +409,7 @@ async def batches_payments(conn: Connection, run_id: int, batch_nos: list[int]) 
         run_id,
         batch_nos,
     )
-    out: dict[int, list[Mapping[str, Any]]] = {}
-    for r in rows:
-        out.setdefault(r["batch_no"], []).append(r)
-    return out
+    return _by_batch(rows)
 
 
 async def settlement_payments(
@@ -429,10 +434,7 @@ async def settlement_payments(
         batch_nos,
         *account_code,
     )
-    out: dict[int, list[Mapping[str, Any]]] = {}
-    for r in rows:
-        out.setdefault(r["batch_no"], []).append(r)
-    return out
+    return _by_batch(rows)
 
 
 async def mark_submitting(
