@@ -486,7 +486,7 @@ def _bank_routes(sim: Simulator) -> APIRouter:
         """Submit a credit batch of up to 1,000 items with its control totals."""
         raw = await request.body()
         with wire.paused_gc():
-            payload = wire.credit_batch_payload(raw)  # the plain form, checked by pydantic-core in one pass
+            payload = wire.credit_batch_payload(raw)  # the plain form, checked a field at a time
             if payload is None:  # another form, or an error: the model normalises it or says exactly what is wrong
                 body = validate_body(raw, CreditBatch)
                 payload = {
