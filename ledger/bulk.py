@@ -186,9 +186,9 @@ async def _replay_or_write(
 async def _chunk_clock(conn: Connection, effective_at: datetime | None) -> tuple[datetime, datetime]:
     """The chunk's time and its business time (``effective_at`` or now), refused inside a closed period."""
     row = await conn.fetchrow(
-        """with c as materialized (select clock_timestamp() as now)
-           select c.now, coalesce($1::timestamptz, c.now) as effective,
-                  ledger.assert_period_open(coalesce($1::timestamptz, c.now)) from c""",
+        """with c as materialized (select t.now, coalesce($1::timestamptz, t.now) as effective
+                                     from (select clock_timestamp() as now) t)
+           select c.now, c.effective, ledger.assert_period_open(c.effective) from c""",
         effective_at,
     )
     assert row is not None

@@ -158,7 +158,6 @@ class _Checked:
     credited_ids: list[int]
     credited_amounts: list[int]
     credited_accounts: list[int | None]  # each credited household's ledger account, None if not opened yet
-    credited_households: list[str]
     rejected_ids: list[int]
     rejected_total: int
 
@@ -609,10 +608,10 @@ class RunExecutor:
                 accounts = [a for c in checked for a in c.credited_accounts]
                 missing = [k for k, account in enumerate(accounts) if account is None]
                 if missing:
-                    households = [h for c in checked for h in c.credited_households]
+                    household_of = {p["id"]: p["household_id"] for c in checked for p in c.settled.payments}
                     opened = await bulk.ensure_account_ids(
                         conn,
-                        [household_account(households[k]) for k in missing],
+                        [household_account(household_of[credited_ids[k]]) for k in missing],
                         currency=run["currency"],
                         normal=NormalBalance.CREDIT,
                         no_overdraft=True,
@@ -681,10 +680,9 @@ class RunExecutor:
         prefix = repo.payment_reference_prefix(self.run_id)
         payments = {f"{prefix}{p['id']}": p for p in s.payments}
         seen: dict[int, ItemOutcome] = {}  # payment -> the bank's item for it
-        checked = _Checked(s, [], [], [], [], [], [], 0)
+        checked = _Checked(s, [], [], [], [], [], 0)
         outcomes, credited_ids, credited_amounts = checked.outcomes, checked.credited_ids, checked.credited_amounts
-        credited_accounts, credited_households = checked.credited_accounts, checked.credited_households
-        rejected_ids = checked.rejected_ids
+        credited_accounts, rejected_ids = checked.credited_accounts, checked.rejected_ids
         rejected_total = 0
         credited, pending = _STATUS_TEXT[ItemStatus.CREDITED], _STATUS_TEXT[ItemStatus.PENDING]
         duplicate = RejectReason.DUPLICATE_REFERENCE.value
@@ -719,7 +717,6 @@ class RunExecutor:
                     credited_ids.append(pid)
                     credited_amounts.append(amount)
                     credited_accounts.append(payment["account_id"])
-                    credited_households.append(payment["household_id"])
                 else:
                     rejected_ids.append(pid)
                     rejected_total += amount
