@@ -49,7 +49,11 @@ def bank_sim(
     ] = None,
     auto_advance: Annotated[
         int,
-        typer.Option(min=0, help="Simulated seconds each batch lookup moves the clock (0: only /sim/clock/advance)."),
+        typer.Option(
+            min=0,
+            help="The most simulated seconds a batch lookup moves the clock, towards the next settlement due "
+            "(0: only /sim/clock/advance).",
+        ),
     ] = 300,
 ) -> None:
     """Run the simulated Banco de la Nación (the bank interface of docs/bank-api.md) over HTTP.

@@ -517,7 +517,7 @@ def _bank_routes(sim: Simulator) -> APIRouter:
     ) -> Response:
         """Batches in submission order, or the batch with our reference (0 or 1); `status` filters."""
         if reference is not None or status is not None:
-            sim.auto_advance()
+            sim.auto_advance(sim.bank.batch_by_ref.get(reference) if reference is not None else None)
             await sim.after_change()
         return _page(queries.batches(sim.bank, reference, cursor, limit, status.value if status else None))
 
@@ -525,7 +525,7 @@ def _bank_routes(sim: Simulator) -> APIRouter:
     async def get_batch(batch_id: str) -> Response:
         """One batch and its counters."""
         seq = sim.bank.batch_seq(batch_id)
-        sim.auto_advance()
+        sim.auto_advance(seq)
         await sim.after_change()
         return _json(200, orjson.dumps(sim.bank.batch_json(seq)))
 
@@ -682,7 +682,8 @@ def create_app(
         item_amount_limit: per-item amount limit in céntimos (new worlds; default S/ 5,000.00).
         start: the simulated clock's first instant (new worlds).
         behaviour: the household behaviour model (new worlds).
-        auto_advance_seconds: simulated seconds each batch lookup advances the clock (0 disables).
+        auto_advance_seconds: the most simulated seconds a batch lookup advances the clock, towards the next
+            settlement due (0 disables).
         wall_clock: unix time for webhook signature timestamps.
 
     Returns:

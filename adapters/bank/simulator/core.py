@@ -563,6 +563,14 @@ class SimulatedBank:
             return [[first, part], [first + HOUR * (1 + int(5 * unit(mix64(mix64(h))))), count]]
         return [[first, count]]
 
+    def next_settlement(self, batch: int | None = None) -> int | None:
+        """When the next settlement is due (simulated second): of batch seq ``batch``, or of any batch when
+        None; None when nothing is left to settle."""
+        if batch is None:
+            return self.settle_heap[0][0] if self.settle_heap else None
+        b = self.batches[batch]
+        return next((when for when, upto in b.tranches if upto > b.settled), None)
+
     def resolve_account(self, number: str | None, cci: str | None) -> int:
         """The account seq for an account number or a BN CCI, or -1 if there is no such account."""
         if cci is not None:

@@ -33,7 +33,8 @@ class Simulator:
         config: the world's parameters for a new state (None: the stored ones, or the defaults).
         faults: the fault profile in force.
         api_key: the bearer token the bank accepts; empty accepts any non-empty token.
-        auto_advance_seconds: simulated seconds each batch lookup moves the clock (0: only the control API).
+        auto_advance_seconds: the most simulated seconds a batch lookup moves the clock, towards the next
+            settlement due (0: only the control API moves it).
         webhook_target: where events are delivered (URL or in-process receiver), or None.
         webhook_secret: the HMAC secret for webhook signatures.
         wall_clock: unix time, for webhook timestamps.
@@ -85,10 +86,18 @@ class Simulator:
         result: dict[str, Any] = orjson.loads(body)
         return result
 
-    def auto_advance(self) -> None:
-        """Move the clock a little: the bank's batch lookups let settlement progress without control calls."""
-        if self.auto_advance_seconds > 0:
-            self.execute({"op": "advance", "to": self.bank.now + self.auto_advance_seconds})
+    def auto_advance(self, batch: int | None = None) -> None:
+        """Let simulated time pass for a batch lookup, so settlement progresses without control calls: up to the
+        next settlement the caller may be waiting for (``batch``'s, or any batch's when None), at most
+        ``auto_advance_seconds``. A lookup with no settlement due moves no time: a payment run's thousand
+        lookups take the clock minutes forward, as the bank's settlements take, not a week of households'
+        withdrawals."""
+        if self.auto_advance_seconds <= 0:
+            return
+        now = self.bank.now
+        due = self.bank.next_settlement(batch)
+        if due is not None and due > now:
+            self.execute({"op": "advance", "to": min(due, now + self.auto_advance_seconds)})
 
     def sighting(self, identity: str) -> int:
         """How many times (1-based) this request identity has been seen, for per-attempt fault draws."""

@@ -349,16 +349,39 @@ async def test_random_rejections_are_processing_errors() -> None:
     await s.close()
 
 
-async def test_batch_lookups_advance_the_clock_a_little() -> None:
+async def test_a_batch_lookup_moves_the_clock_to_its_settlement_and_no_further() -> None:
     s = Sim(create_app(seed=2, auto_advance_seconds=300))
     accounts = await s.households(3)
     await s.control.deposit_funding(3 * 200_00)
     (batch_id,) = await s.pay(accounts, "A1")
-    polls = 0
+    bank = s.sim.bank
+    due = bank.next_settlement(bank.batch_seq(batch_id))
+    assert due is not None
+    assert 0 < due <= 300  # the default settlement delay: 60 to 300 s
+    found = await s.bank.get_batch(batch_id)
+    assert found.status is BatchStatus.SETTLED  # the first lookup lets exactly enough time pass
+    assert (await s.control.clock()).seconds == due
+    assert bank.next_settlement(bank.batch_seq(batch_id)) is None
+    await s.bank.get_batch(batch_id)  # settled: nothing is due for it, and no other batch waits
+    await s.bank.list_batches(status=BatchStatus.SETTLED)
+    assert (await s.control.clock()).seconds == due
+    # Minutes passed, not the hours after which households first act: the funding, the credits and their debit.
+    types = sorted(line["type"] for line in await s.lines())
+    assert types == ["deposit", "program_credit", "program_credit", "program_credit", "program_debit"]
+    await s.close()
+
+
+async def test_a_lookup_moves_the_clock_at_most_its_auto_advance_towards_a_later_settlement() -> None:
+    late = FaultProfile(name="late", settlement=SettlementFaults(late_batch_rate=1.0, late_delay_hours=(1, 1)))
+    s = Sim(create_app(seed=2, faults=late, auto_advance_seconds=300))
+    accounts = await s.households(2)
+    await s.control.deposit_funding(2 * 200_00)
+    (batch_id,) = await s.pay(accounts, "L1")
+    clocks = []
     while (await s.bank.get_batch(batch_id)).status is not BatchStatus.SETTLED:
-        polls += 1
-        assert polls < 3
-    assert (await s.control.clock()).seconds >= 300
+        clocks.append((await s.control.clock()).seconds)
+    assert clocks == list(range(300, 3600, 300))  # an hour away: 300 s a lookup, the twelfth settles it
+    assert (await s.control.clock()).seconds == 3600
     await s.close()
 
 
@@ -367,14 +390,17 @@ async def test_polling_the_settled_listing_advances_the_clock_too() -> None:
     accounts = await s.households(2000)
     await s.control.deposit_funding(2000 * 200_00)
     acks = await s.pay(accounts, "A2")
+    bank = s.sim.bank
+    last_due = max(due for seq in range(len(acks)) if (due := bank.next_settlement(seq)) is not None)
     polls = 0
     while len((await s.bank.list_batches(status=BatchStatus.SETTLED)).data) < len(acks):
         polls += 1
-        assert polls < 3
-    assert (await s.control.clock()).seconds >= 300
+        assert polls < 3  # each poll: to the earliest settlement due, so the second batch at most one more
+    assert (await s.control.clock()).seconds == last_due
     assert (await s.bank.list_batches()).data[0].status is BatchStatus.SETTLED
     clock = (await s.control.clock()).seconds
     await s.bank.list_batches()  # without a status or a reference, a listing leaves the clock alone
+    await s.bank.list_batches(status=BatchStatus.SETTLED)  # and with one, once nothing is left to settle
     assert (await s.control.clock()).seconds == clock
     await s.close()
 
