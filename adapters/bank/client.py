@@ -63,9 +63,10 @@ from services.ports.bank import (
     ItemResult,
     ItemStatus,
     OpenAccount,
+    OutgoingBatch,
     Page,
+    RenderedCreditBatch,
     StatementLine,
-    TrustedCreditBatch,
     WebhookEvent,
     item_outcome,
 )
@@ -430,12 +431,12 @@ class BankClient:
 
     # --- credit batches ----------------------------------------------------------------------------------
 
-    async def submit_batch(self, batch: CreditBatch | TrustedCreditBatch, *, idempotency_key: str) -> Batch:
+    async def submit_batch(self, batch: OutgoingBatch, *, idempotency_key: str) -> Batch:
         """Submit a credit batch; the answer is its acknowledgement (status ``received``).
 
         Args:
             batch: the batch with our stable reference and its control totals (a
-                :class:`~services.ports.bank.TrustedCreditBatch` is sent as the same JSON, written from its rows).
+                :class:`~services.ports.bank.RenderedCreditBatch` is sent with its items as they were rendered).
             idempotency_key: derived by the caller from the run and batch number, never from the clock.
 
         Raises:
@@ -445,12 +446,12 @@ class BankClient:
             BankIdempotencyConflict: the key was used for different content.
             BankAmbiguousError: the outcome is unknown; look the batch up by reference.
         """
-        if isinstance(batch, TrustedCreditBatch):
+        if isinstance(batch, RenderedCreditBatch):
             content = batch.to_json()
         elif isinstance(batch, CreditBatch):
             content = batch.model_dump_json().encode()
         else:
-            raise TypeError("batch must be a CreditBatch or a TrustedCreditBatch")
+            raise TypeError("batch must be a CreditBatch or a RenderedCreditBatch")
         response = await self._call(
             "POST",
             "/v1/credit_batches",

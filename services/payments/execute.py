@@ -30,9 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any, Protocol, cast
 
 import structlog
@@ -67,7 +66,7 @@ from services.ports.bank import (
     ItemOutcome,
     ItemStatus,
     RejectReason,
-    TrustedCreditBatch,
+    RenderedCreditBatch,
     submit_or_recover,
 )
 
@@ -416,14 +415,17 @@ class RunExecutor:
 
     async def _submit(self, batch_no: int) -> bool:
         async with self.db.connection() as conn:
-            # One statement (its own transaction): the attempt is counted and the batch's payments read.
-            batch, payments = await repo.mark_submitting(conn, self.run_id, batch_no)
+            # One statement (its own transaction): the attempt is counted and the batch's items rendered.
+            batch = await repo.mark_submitting(conn, self.run_id, batch_no)
         if batch is None:
             self._acknowledged.set()
             return True  # acknowledged meanwhile
-        credit_batch = _credit_batch(self.run_id, batch["reference"], payments)
-        if (credit_batch.control_count, credit_batch.control_amount) != (batch["item_count"], batch["total"]):
+        if (batch["items_count"], batch["items_total"]) != (batch["item_count"], batch["total"]):
             raise RunIncident(f"run {self.run_id} batch {batch_no}: snapshot totals changed", run=self.run_id)
+        # The batch as sent: rendered from the snapshot, so a resend carries exactly the same content. The
+        # snapshot was validated when the registry was imported (DNI and CCI check digits); the bank validates
+        # what it receives all the same.
+        credit_batch = RenderedCreditBatch(batch["reference"], batch["item_count"], batch["total"], batch["items"])
         try:
             ack = await submit_or_recover(self.bank, credit_batch, idempotency_key=batch["idempotency_key"])
         except (BankAmbiguousError, BankRetryableError) as e:
@@ -911,19 +913,3 @@ _RUN_HOUSEHOLD_ACCOUNTS = """
 select $4::text || p.household_id || $5::text from payments.payments p
  where p.run_id = $1 and p.batch_no >= $2 and p.batch_no < $3
 """
-
-
-def _credit_batch(run_id: int, reference: str, payments: Sequence[Mapping[str, Any]]) -> TrustedCreditBatch:
-    """The batch as sent: built from the snapshot, so a resend carries exactly the same content.
-
-    The snapshot was validated when the registry was imported (DNI and CCI check digits), so its rows are sent
-    as they are, without a model per item (:class:`services.ports.bank.TrustedCreditBatch`).
-    """
-    prefix = repo.payment_reference_prefix(run_id)  # repo.payment_reference, inlined: a thousand per batch
-    return TrustedCreditBatch.of(
-        reference,
-        [(f"{prefix}{pid}", dni, amount, None, cci) for pid, dni, amount, cci in map(_SENT_FIELDS, payments)],
-    )
-
-
-_SENT_FIELDS = itemgetter("id", "dni", "amount", "cci")

@@ -9,6 +9,7 @@ from ledger import cursors
 from ledger.db import Connection, affected_rows
 from services.identifiers import BN_BANK_CODE
 from services.payments.errors import RunIncident, RunNotFound
+from services.ports.bank import CREDIT_ITEM_BY_CCI
 
 RUN_COLUMNS = """id, program, period, status, currency, rule_version, batch_size, payments_count, payments_total,
     accrued_count, accrued_total, exclusions, batches_count, created_by, created_at, approved_by, approved_at,
@@ -437,30 +438,35 @@ async def settlement_payments(
     return _by_batch(rows)
 
 
-async def mark_submitting(
-    conn: Connection, run_id: int, batch_no: int
-) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
-    """Count a submission attempt of a batch still to send, and read its payments, in one statement.
+async def mark_submitting(conn: Connection, run_id: int, batch_no: int) -> Mapping[str, Any] | None:
+    """Count a submission attempt of a batch still to send, and render its items for the bank, in one statement.
 
-    Returns the batch (reference, idempotency key, control totals) and its payments in id order, or None and
-    no payments if the batch is no longer held or submitting (acknowledged meanwhile).
+    Returns the batch (reference, idempotency key, control totals) with its payments as the bank takes them:
+    ``items`` (each payment a JSON item by CCI, :data:`services.ports.bank.CREDIT_ITEM_BY_CCI`, in id order,
+    joined by commas), ``items_count`` and ``items_total`` (their number and sum, from the same rows); or None
+    if the batch is no longer held or submitting (acknowledged meanwhile).
+
+    The items are rendered here, not in this process: a thousand records decoded, tuples made and JSON
+    written cost the executor 2.5 to 2.9 ms a batch, the database about 1 ms (docs/performance.md).
     """
-    rows = await conn.fetch(
+    row: Mapping[str, Any] | None = await conn.fetchrow(
         """with b as (
                update payments.batches set status = 'submitting', attempts = attempts + 1,
                       submitted_at = coalesce(submitted_at, clock_timestamp())
                 where run_id = $1 and batch_no = $2 and status in ('held', 'submitting')
             returning reference, idempotency_key, item_count, total)
-           select b.reference, b.idempotency_key, b.item_count, b.total,
-                  p.id, p.household_id, p.dni, p.cci, p.amount
-             from b left join payments.payments p on p.run_id = $1 and p.batch_no = $2
-            order by p.id""",
+           select b.reference, b.idempotency_key, b.item_count, b.total, p.items, p.items_count, p.items_total
+             from b cross join lateral (
+                  select string_agg(format($3::text, to_json($4::text || p.id), to_json(p.dni), p.amount,
+                                           to_json(p.cci)), ',' order by p.id) as items,
+                         count(*) as items_count, coalesce(sum(p.amount), 0)::bigint as items_total
+                    from payments.payments p where p.run_id = $1 and p.batch_no = $2) p""",
         run_id,
         batch_no,
+        CREDIT_ITEM_BY_CCI,
+        payment_reference_prefix(run_id),
     )
-    if not rows:
-        return None, []
-    return rows[0], [r for r in rows if r["id"] is not None]
+    return row
 
 
 Outcome = tuple[int, str, str | None, str, int | None]
