@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from adapters.bank import webhooks
 from adapters.bank.retry import RetryPolicy, parse_retry_after
 from adapters.bank.schemas import ErrorEnvelope
-from adapters.bank.wire import batch_results_outcomes, paused_gc
+from adapters.bank.wire import item_outcomes_page, paused_gc
 from services.config import Settings, get_settings
 from services.ports.bank import (
     Account,
@@ -56,7 +56,6 @@ from services.ports.bank import (
     BankRateLimited,
     BankUnavailable,
     Batch,
-    BatchResults,
     BatchStatus,
     CreditBatch,
     FundingAccount,
@@ -69,6 +68,7 @@ from services.ports.bank import (
     RenderedCreditBatch,
     StatementLine,
     WebhookEvent,
+    item_outcome,
 )
 
 log = structlog.get_logger(__name__)
@@ -574,34 +574,32 @@ class BankClient:
             del data  # not kept alive while the next page is fetched
 
     async def iter_batch_outcomes(self, batch_id: str) -> AsyncIterator[ItemOutcome]:
-        """Every item of a batch as :data:`~services.ports.bank.ItemOutcome`, from the batch's results (one
-        request, :meth:`get_batch_results`).
+        """Every item of a batch as :data:`~services.ports.bank.ItemOutcome`, following cursors.
 
-        The results are read by :func:`adapters.bank.wire.batch_results_outcomes` (no model, no object per
-        item); results not in the plain form are validated by the model, with the same errors.
-
-        Raises:
-            BankProtocolError: results the model refuses.
-        """
-        response = await self._call("GET", self._results_path(batch_id), operation="get_batch_results")
-        outcomes = batch_results_outcomes(response.content)
-        if outcomes is None:
-            outcomes = self._parse(BatchResults, response, "get_batch_results").outcomes()
-        for outcome in outcomes:
-            yield outcome
-
-    async def get_batch_results(self, batch_id: str) -> BatchResults:
-        """Every item of a batch and its outcome, one array per field, in submission order.
+        Each page is read by :func:`adapters.bank.wire.item_outcomes_page` (no model per item); a page not in
+        the plain form is validated by the model, as :meth:`list_batch_items` does, with the same errors.
 
         Raises:
-            BankNotFound: no such batch. BankProtocolError: an answer the model refuses.
+            BankProtocolError: an item the model refuses, or the bank's cursor did not advance.
         """
-        response = await self._call("GET", self._results_path(batch_id), operation="get_batch_results")
-        return self._parse(BatchResults, response, "get_batch_results")
+        path = f"/v1/credit_batches/{_check_id('batch_id', batch_id)}/items"
 
-    @staticmethod
-    def _results_path(batch_id: str) -> str:
-        return f"/v1/credit_batches/{_check_id('batch_id', batch_id)}/results"
+        async def fetch(cursor: str | None) -> Page[ItemOutcome]:
+            params: dict[str, str | int] = {"limit": MAX_PAGE}
+            if cursor is not None:
+                params["cursor"] = cursor
+            response = await self._call("GET", path, operation="list_batch_items", params=params)
+            fast = item_outcomes_page(response.content)
+            if fast is None:
+                page = self._parse(Page[ItemResult], response, "list_batch_items")
+                fast = ([item_outcome(i) for i in page.data], page.has_more, page.next_cursor)
+            data, has_more, next_cursor = fast
+            return Page[ItemOutcome].model_construct(data=data, has_more=has_more, next_cursor=next_cursor)
+
+        async for data in self._pages(fetch, None, "list_batch_items"):
+            for outcome in data:
+                yield outcome
+            del data
 
     # --- statements ----------------------------------------------------------------------------------------
 

@@ -47,19 +47,6 @@ class _Refusal(Exception):
         self.type = type_ or "invalid_request_error"
 
 
-# Each field of an item and the name of its array in a batch's results.
-_RESULT_COLUMNS = (
-    ("id", "ids"),
-    ("reference", "references"),
-    ("account_id", "account_ids"),
-    ("amount", "amounts"),
-    ("status", "statuses"),
-    ("reason", "reasons"),
-    ("settled_at", "settled_at"),
-    ("statement_line_id", "statement_line_ids"),
-)
-
-
 class FakeBank:
     """The bank interface in a few dictionaries.
 
@@ -264,14 +251,6 @@ class FakeBank:
             if "status" in query:
                 items = [i for i in items if i["status"] == query["status"]]
             return self._page(items, cursor, limit)
-        if len(parts) == 3 and parts[0] == "credit_batches" and parts[2] == "results":
-            batch = self._batch(parts[1])
-            items = [self.items[i] for i in batch["items"]]
-            return {
-                "object": "credit_batch_results",
-                "batch_id": batch["id"],
-                **{plural: [item[field] for item in items] for field, plural in _RESULT_COLUMNS},
-            }
         if len(parts) == 2 and parts[0] == "credit_items":
             if parts[1] not in self.items:
                 raise _Refusal(404, "resource_missing", f"no such credit item: {parts[1]}")

@@ -1,5 +1,5 @@
 """Fast validation of the interface's large bodies: credit batches and bulk account openings (requests), and
-a batch's results (answers, :func:`batch_results_outcomes`).
+pages of a batch's items (answers, :func:`item_outcomes_page`).
 
 Validating a credit batch of 1,000 items with :class:`~services.ports.bank.CreditBatch` calls Python for
 every item's DNI and CCI (their validators accept and clean several written forms, and verify CCI check
@@ -184,58 +184,80 @@ def _digits(texts: list[str] | tuple[str, ...], length: int) -> bool:
 
 _STATUSES: Final = frozenset(s.value for s in ItemStatus)
 _REASONS: Final = frozenset(r.value for r in RejectReason)
-_REASONS_OR_NONE: Final = frozenset((*_REASONS, None))
 _AWARE_TIME: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
 )
 
 
-_RESULT_FIELDS: Final = (
-    "ids", "references", "account_ids", "amounts", "statuses", "reasons", "settled_at", "statement_line_ids",
-)  # fmt: skip
+def item_outcomes_page(raw: bytes) -> tuple[list[ItemOutcome], bool, str | None] | None:
+    """A page of batch items (``Page[ItemResult]`` as JSON) as ``(outcomes, has_more, next_cursor)``; None
+    when anything in it is not in the plain form the bank writes (parse it with the model then).
 
-
-def batch_results_outcomes(raw: bytes) -> list[ItemOutcome] | None:
-    """A batch's results (``BatchResults`` as JSON) as :data:`ItemOutcome`, in submission order; None when
-    anything in it is not in the plain form the bank writes (parse it with the model then).
-
-    Every field the model checks is checked the same way or more strictly, a column at a time (unknown fields
-    are ignored, as the model ignores them): what this accepts, the model accepts with the same values
-    (``tests/adapters/bank/test_bank_wire.py`` checks it on generated bodies). No object per item.
+    Every field the model checks is checked the same way or more strictly (unknown fields are ignored, as the
+    model ignores them): what this accepts, the model accepts with the same values
+    (``tests/adapters/bank/test_bank_wire.py`` checks it on generated pages). About a third of the model's
+    time, and no model objects.
     """
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if type(body) is not dict or body.get("object", "credit_batch_results") != "credit_batch_results":
+    if type(body) is not dict:
         return None
-    columns: list[Any] = [body.get(name) for name in _RESULT_FIELDS]
-    if type(body.get("batch_id")) is not str or any(type(column) is not list for column in columns):
+    data, has_more, cursor = body.get("data"), body.get("has_more"), body.get("next_cursor")
+    if body.get("object", "list") != "list" or type(data) is not list or type(has_more) is not bool:
         return None
-    item_ids, references, accounts, amounts, statuses, reasons, settled, lines = columns
-    if len(set(map(len, columns))) != 1:
+    if cursor is not None and type(cursor) is not str:
         return None
-    if not item_ids:
-        return []
-    if (
-        set(map(type, item_ids + references)) != {str}
-        or set(map(type, amounts)) != {int}
-        or not set(map(type, accounts + lines + reasons + settled)) <= _TEXT_OR_NONE
-        or set(map(type, statuses)) != {str}
-        or not set(statuses) <= _STATUSES
-        or not set(reasons) <= _REASONS_OR_NONE
-    ):
-        return None
-    for instant in set(settled):  # a batch's items settle at a few instants
-        if instant is None:
-            continue
-        if _AWARE_TIME.fullmatch(instant) is None:
+    statuses, reasons, aware = _STATUSES, _REASONS, _AWARE_TIME.fullmatch
+    out: list[ItemOutcome] = []
+    append = out.append
+    times: set[str] = set()  # instants found valid
+    for d in data:
+        if type(d) is not dict:
             return None
         try:
-            datetime.fromisoformat(instant)
-        except ValueError:
+            item_id, batch_id, reference, amount, status = (
+                d["id"],
+                d["batch_id"],
+                d["reference"],
+                d["amount"],
+                d["status"],
+            )
+        except KeyError:
             return None
-    return list(zip(references, item_ids, amounts, statuses, reasons, strict=True))
+        reason, account, line, settled = (
+            d.get("reason"),
+            d.get("account_id"),
+            d.get("statement_line_id"),
+            d.get("settled_at"),
+        )
+        if (
+            type(item_id) is not str
+            or type(batch_id) is not str
+            or type(reference) is not str
+            or type(amount) is not int
+            or type(status) is not str
+            or status not in statuses
+            or (reason is not None and (type(reason) is not str or reason not in reasons))
+            or (account is not None and type(account) is not str)
+            or (line is not None and type(line) is not str)
+            or d.get("object", "credit_item") != "credit_item"
+        ):
+            return None
+        if settled is not None:
+            if type(settled) is not str:
+                return None
+            if settled not in times:  # a batch's items settle at a few instants
+                if aware(settled) is None:
+                    return None
+                try:
+                    datetime.fromisoformat(settled)
+                except ValueError:
+                    return None
+                times.add(settled)
+        append((reference, item_id, amount, status, reason))
+    return out, has_more, cursor
 
 
 def bulk_account_rows(raw: bytes) -> list[tuple[str, str, str]] | None:

@@ -319,45 +319,6 @@ def item_outcome(item: ItemResult) -> ItemOutcome:
     return (item.reference, item.id, item.amount, item.status.value, None if item.reason is None else item.reason.value)
 
 
-class BatchResults(_Model):
-    """Every item of a batch and its outcome, a field at a time: one array per field of a credit item, the
-    items in submission order (the k-th value of each array is the k-th item's).
-
-    The same items as the batch's pages of credit items, in one answer (a batch holds at most 1,000 items),
-    in about half the bytes, and read without an object per item: what a reader of whole batches needs.
-    """
-
-    object: Literal["credit_batch_results"] = "credit_batch_results"
-    batch_id: str
-    ids: list[str]
-    references: list[str]
-    account_ids: list[str | None]
-    amounts: list[Cents]
-    statuses: list[ItemStatus]
-    reasons: list[RejectReason | None]
-    settled_at: list[AwareDatetime | None]
-    statement_line_ids: list[str | None]
-
-    @model_validator(mode="after")
-    def _columns_agree(self) -> BatchResults:
-        columns = (
-            self.references, self.account_ids, self.amounts, self.statuses, self.reasons, self.settled_at,
-            self.statement_line_ids,
-        )  # fmt: skip
-        if any(len(column) != len(self.ids) for column in columns):
-            raise ValueError("every field must have one value per item")
-        return self
-
-    def outcomes(self) -> list[ItemOutcome]:
-        """The items as :data:`ItemOutcome`, in submission order."""
-        return [
-            (reference, item_id, amount, status.value, None if reason is None else reason.value)
-            for reference, item_id, amount, status, reason in zip(
-                self.references, self.ids, self.amounts, self.statuses, self.reasons, strict=True
-            )
-        ]
-
-
 class StatementLine(_Model):
     """A movement on an account, as the bank's statement reports it."""
 
@@ -639,10 +600,6 @@ class BankPort(Protocol):
     def iter_batch_outcomes(self, batch_id: str) -> AsyncIterator[ItemOutcome]:
         """Every item of a batch as :data:`ItemOutcome`: the items :meth:`iter_batch_items` gives, validated
         the same, without a model for each (a payment run reads a million)."""
-        ...
-
-    async def get_batch_results(self, batch_id: str) -> BatchResults:
-        """Every item of a batch and its outcome, one array per field (:class:`BatchResults`)."""
         ...
 
     async def list_statement_lines(

@@ -54,7 +54,6 @@ from adapters.bank.simulator.webhooks import WebhookReceiver
 from services.ports.bank import (
     Account,
     Batch,
-    BatchResults,
     BatchStatus,
     CreditBatch,
     FundingAccount,
@@ -543,17 +542,6 @@ def _bank_routes(sim: Simulator) -> APIRouter:
         seq = sim.bank.batch_seq(batch_id)
         page = queries.batch_items(sim.bank, seq, status.value if status else None, cursor, limit)
         return Response(page, media_type=JSON)
-
-    @router.get(
-        "/credit_batches/{batch_id}/results",
-        response_model=BatchResults,
-        tags=["credit batches"],
-        summary="A batch's results, a field at a time",
-    )
-    async def batch_results(batch_id: str) -> Response:
-        """Every item of the batch and its result in one answer, one array per field, in submission order: the
-        items' pages as columns, for a reader of the whole batch (a batch holds at most 1,000 items)."""
-        return Response(sim.bank.results_json(sim.bank.batch_seq(batch_id)), media_type=JSON)
 
     @router.get("/credit_items/{item_id}", response_model=ItemResult, tags=["credit batches"], summary="Get an item")
     async def get_item(item_id: str) -> Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime
-from typing import Any
 
 import httpx
 import pytest
@@ -456,39 +455,31 @@ async def test_batch_items_iteration_follows_cursors(respx_mock: respx.MockRoute
     assert all(c.request.url.params["status"] == "credited" for c in route.calls)
 
 
-def _results(items: list[dict[str, Any]]) -> dict[str, Any]:
-    fields = ("id", "reference", "account_id", "amount", "status", "reason", "settled_at", "statement_line_id")
-    plurals = ("ids", "references", "account_ids", "amounts", "statuses", "reasons", "settled_at", "statement_line_ids")
-    columns = {plural: [i[field] for i in items] for field, plural in zip(fields, plurals, strict=True)}
-    return {"object": "credit_batch_results", "batch_id": "bat_bcdfghjklm", **columns}
-
-
-async def test_batch_outcomes_are_the_batch_results_by_either_parse(
+async def test_batch_outcomes_are_the_items_following_cursors_by_either_parse(
     respx_mock: respx.MockRouter, client: BankClient
 ) -> None:
-    """Results in the bank's plain form are read without models; results that are not (here an item's time
-    with a space, which the model accepts) go through the model; both give the items' outcomes, in order, in
-    one request; results the model refuses are the bank's protocol error."""
-    items = [item_json(n, id=f"itm_{n:08d}") for n in range(1000)]
+    """Pages in the bank's plain form are read without models; one that is not (here an item's time with a
+    space, which the model accepts) goes through the model; both give the items' outcomes, in order; an item
+    the model refuses is the bank's protocol error."""
+    items = [item_json(n, id=f"itm_{n:08d}") for n in range(2500)]
     items[4].update(status="rejected", reason="dni_mismatch")
-    body = _results(items)
-    route = respx_mock.get("/v1/credit_batches/bat_bcdfghjklm/results").mock(
-        side_effect=lambda request: httpx.Response(200, json=body)
-    )
+    items[1500]["settled_at"] = "2025-01-06 08:05:00-05:00"  # the second page leaves the fast path
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        start = 0 if cursor is None else [i["id"] for i in items].index(cursor) + 1
+        chunk = items[start : start + int(request.url.params["limit"])]
+        return httpx.Response(200, json=page(chunk, has_more=start + len(chunk) < len(items)))
+
+    route = respx_mock.get("/v1/credit_batches/bat_bcdfghjklm/items").mock(side_effect=serve)
+    got = [o async for o in client.iter_batch_outcomes("bat_bcdfghjklm")]
     expected = [item_outcome(ItemResult.model_validate(i)) for i in items]
-    assert [o async for o in client.iter_batch_outcomes("bat_bcdfghjklm")] == expected
-    assert expected[4] == (items[4]["reference"], items[4]["id"], 200_00, "rejected", "dni_mismatch")
-    body["settled_at"][500] = "2025-01-06 08:05:00-05:00"  # leaves the fast path; the model takes it
-    assert [o async for o in client.iter_batch_outcomes("bat_bcdfghjklm")] == expected
-    assert (await client.get_batch_results("bat_bcdfghjklm")).outcomes() == expected
+    assert got == expected
+    assert got[4] == (items[4]["reference"], items[4]["id"], 200_00, "rejected", "dni_mismatch")
     assert route.call_count == 3
-    body["amounts"][700] = 1.5  # refused by the model too
-    with pytest.raises(BankProtocolError, match="get_batch_results: unexpected answer from the bank"):
+    items[2100]["amount"] = 1.5  # refused by the model too
+    with pytest.raises(BankProtocolError, match="list_batch_items: unexpected answer from the bank"):
         _ = [o async for o in client.iter_batch_outcomes("bat_bcdfghjklm")]
-    body["amounts"][700] = 200_00
-    body["reasons"].pop()  # an array short of a value
-    with pytest.raises(BankProtocolError, match="get_batch_results: unexpected answer from the bank"):
-        await client.get_batch_results("bat_bcdfghjklm")
 
 
 async def test_settled_batches_are_listed_in_one_call(respx_mock: respx.MockRouter, client: BankClient) -> None:

@@ -38,7 +38,6 @@ from services.ports.bank import (
     RejectReason,
     WebhookEvent,
     WebhookVerificationError,
-    item_outcome,
 )
 
 BASE = "https://bank.test"
@@ -146,7 +145,6 @@ async def test_unknown_objects_are_not_found(double: Double) -> None:
         double.bank.get_batch("bat_bbbbbbbbbb"),
         double.bank.get_item("itm_bbbbbbbbbb"),
         double.bank.list_batch_items("bat_bbbbbbbbbb"),
-        double.bank.get_batch_results("bat_bbbbbbbbbb"),
         double.bank.close_account("acct_bbbbbbbbbb", idempotency_key="close:x"),
     ):
         with pytest.raises(BankNotFound):
@@ -174,8 +172,6 @@ async def test_a_batch_is_acknowledged_held_settled_and_paid_from_the_funding_ac
     assert (funding.balance, funding.held, funding.available) == (10_000_00, 600_00, 9_400_00)
     assert [(h.batch_id, h.amount) for h in funding.holds] == [(ack.id, 600_00)]
     assert [i.status for i in (await double.bank.list_batch_items(ack.id)).data] == [ItemStatus.PENDING] * 3
-    pending = await double.bank.get_batch_results(ack.id)
-    assert (pending.statuses, pending.settled_at) == ([ItemStatus.PENDING] * 3, [None] * 3)
 
     await double.control.advance(hours=1)
     settled = await double.bank.get_batch(ack.id)
@@ -228,19 +224,6 @@ async def test_each_rejection_reason(double: Double) -> None:
     assert (batch.rejected_count, batch.rejected_amount) == (5, 4 * 200_00 + LIMIT + 1)
     rejected = [r async for r in double.bank.iter_batch_items(ack.id, status=ItemStatus.REJECTED, page_size=2)]
     assert len(rejected) == 5
-    # The batch's results are its items a field at a time, and its outcomes are read from them.
-    pages = [r async for r in double.bank.iter_batch_items(ack.id, page_size=3)]
-    columns = await double.bank.get_batch_results(ack.id)
-    assert columns.batch_id == ack.id
-    assert columns.ids == [r.id for r in pages]
-    assert columns.references == [r.reference for r in pages]
-    assert columns.account_ids == [r.account_id for r in pages]
-    assert columns.amounts == [r.amount for r in pages]
-    assert columns.statuses == [r.status for r in pages]
-    assert columns.reasons == [r.reason for r in pages]
-    assert columns.settled_at == [r.settled_at for r in pages]
-    assert columns.statement_line_ids == [r.statement_line_id for r in pages]
-    assert [o async for o in double.bank.iter_batch_outcomes(ack.id)] == [item_outcome(r) for r in pages]
     funding = await double.bank.get_funding_account()
     assert funding.held == 0
     assert funding.balance == 100_000_00 - 200_00 - 400_00

@@ -24,9 +24,11 @@ from services.identifiers import InvalidIdentifier, make_cci, normalize_cci
 from services.ports.bank import (
     CREDIT_ITEM_BY_CCI,
     BatchItem,
-    BatchResults,
     CreditBatch,
+    ItemResult,
+    Page,
     RenderedCreditBatch,
+    item_outcome,
 )
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -296,75 +298,57 @@ RESULT_MUTATIONS: dict[str, list[Any]] = {
     "statement_line_id": [None, 4],
     "surprise": ["ignored"],
 }
-# An item's fields and their arrays in a batch's results.
-COLUMNS = {
-    "id": "ids",
-    "reference": "references",
-    "account_id": "account_ids",
-    "amount": "amounts",
-    "status": "statuses",
-    "reason": "reasons",
-    "settled_at": "settled_at",
-    "statement_line_id": "statement_line_ids",
+PAGE_MUTATIONS: dict[str, list[Any]] = {
+    "object": ["list", "page", None],
+    "has_more": [True, 1, "false", None],
+    "next_cursor": ["c2", 5, None],
+    "data": [{}, None],
 }
-BODY_MUTATIONS: dict[str, list[Any]] = {
-    "object": ["credit_batch_results", "list", None],
-    "batch_id": ["bat_x", 3, None],
-    "ids": [None, "itm_x", {}],
-    "amounts": [[], None],
-    "surprise": ["ignored"],
-}
-
-
-def _results(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "object": "credit_batch_results",
-        "batch_id": "bat_0000000001",
-        **{plural: [item[field] for item in items] for field, plural in COLUMNS.items()},
-    }
 
 
 @st.composite
-def batch_results(draw: st.DrawFn) -> bytes:
+def item_pages(draw: st.DrawFn) -> bytes:
     n = draw(st.integers(min_value=0, max_value=8))
-    body = _results([_plain_result(draw(st.integers(min_value=0, max_value=99_999))) for _ in range(n)])
+    data = [_plain_result(draw(st.integers(min_value=0, max_value=99_999))) for _ in range(n)]
+    page: dict[str, Any] = {"object": "list", "data": data, "has_more": False, "next_cursor": None}
     for _ in range(draw(st.integers(min_value=0, max_value=3))):
-        field = draw(st.sampled_from(sorted(COLUMNS)))
-        column = body.get(COLUMNS[field])
-        if type(column) is list and column and draw(st.booleans()):  # not replaced by a body mutation
-            k = draw(st.integers(min_value=0, max_value=len(column) - 1))
-            if draw(st.integers(min_value=0, max_value=7)) == 0:
-                del column[k]  # one value short
-            else:
-                column[k] = draw(st.sampled_from(RESULT_MUTATIONS[field]))
+        if data and draw(st.booleans()):
+            target, field = (
+                data[draw(st.integers(min_value=0, max_value=n - 1))],
+                draw(st.sampled_from(sorted(RESULT_MUTATIONS))),
+            )
+            value = draw(st.sampled_from(RESULT_MUTATIONS[field]))
         else:
-            field = draw(st.sampled_from(sorted(BODY_MUTATIONS)))
-            if draw(st.integers(min_value=0, max_value=5)) == 0:
-                body.pop(field, None)
-            else:
-                body[field] = draw(st.sampled_from(BODY_MUTATIONS[field]))
-    return json.dumps(body).encode()
+            target, field = page, draw(st.sampled_from(sorted(PAGE_MUTATIONS)))
+            value = draw(st.sampled_from(PAGE_MUTATIONS[field]))
+        if draw(st.integers(min_value=0, max_value=5)) == 0:
+            target.pop(field, None)
+        else:
+            target[field] = value
+    return json.dumps(page).encode()
+
+
+def _model_outcomes(raw: bytes) -> tuple[list[Any], bool, str | None]:
+    page = Page[ItemResult].model_validate_json(raw)
+    return [item_outcome(i) for i in page.data], page.has_more, page.next_cursor
 
 
 @FAST
-@given(batch_results())
-def test_what_the_results_fast_path_accepts_the_model_accepts_with_the_same_values(raw: bytes) -> None:
-    fast = wire.batch_results_outcomes(raw)
+@given(item_pages())
+def test_what_the_page_fast_path_accepts_the_model_accepts_with_the_same_values(raw: bytes) -> None:
+    fast = wire.item_outcomes_page(raw)
     if fast is not None:
-        assert fast == BatchResults.model_validate_json(raw).outcomes()
+        assert fast == _model_outcomes(raw)
 
 
-def test_the_results_the_bank_writes_take_the_fast_path() -> None:
-    raw = orjson.dumps(_results([_plain_result(n) for n in range(1000)]))
-    fast = wire.batch_results_outcomes(raw)
+def test_the_pages_the_bank_writes_take_the_page_fast_path() -> None:
+    raw = orjson.dumps(
+        {"object": "list", "data": [_plain_result(n) for n in range(1000)], "has_more": True, "next_cursor": "c"}
+    )
+    fast = wire.item_outcomes_page(raw)
     assert fast is not None
-    assert fast == BatchResults.model_validate_json(raw).outcomes()
-    assert fast[:3] == [
-        ("R1-P0", "itm_0000000000", 200_00, "credited", None),
-        ("R1-P1", "itm_0000000001", 200_00, "rejected", "account_closed"),
-        ("R1-P2", "itm_0000000002", 200_00, "pending", None),
-    ]
-    assert wire.batch_results_outcomes(orjson.dumps(_results([]))) == []
+    assert fast == _model_outcomes(raw)
+    assert {status for _, _, _, status, _ in fast[0]} == {"credited", "rejected", "pending"}
 
 
 @pytest.mark.parametrize(
@@ -375,20 +359,8 @@ def test_the_results_the_bank_writes_take_the_fast_path() -> None:
         {"amount": 200.0},
         {"status": "CREDITED"},
         {"reason": "closed"},
-        {"reference": 5},
     ],
 )
-def test_other_result_forms_and_errors_are_left_to_the_model(change: dict[str, Any]) -> None:
-    raw = orjson.dumps(_results([_plain_result(0), {**_plain_result(1), **change}]))
-    assert wire.batch_results_outcomes(raw) is None
-    with pytest.raises(ValidationError):
-        BatchResults.model_validate_json(raw)
-
-
-def test_results_whose_arrays_differ_in_length_are_refused() -> None:
-    body = _results([_plain_result(0), _plain_result(1)])
-    body["reasons"] = body["reasons"][:1]
-    raw = orjson.dumps(body)
-    assert wire.batch_results_outcomes(raw) is None
-    with pytest.raises(ValidationError, match="one value per item"):
-        BatchResults.model_validate_json(raw)
+def test_other_item_forms_and_errors_are_left_to_the_model(change: dict[str, Any]) -> None:
+    raw = orjson.dumps({"data": [{**_plain_result(0), **change}], "has_more": False})
+    assert wire.item_outcomes_page(raw) is None
