@@ -358,7 +358,8 @@ async def test_a_batch_lookup_moves_the_clock_to_its_settlement_and_no_further()
     due = bank.next_settlement(bank.batch_seq(batch_id))
     assert due is not None
     assert 0 < due <= 300  # the default settlement delay: 60 to 300 s
-    found = await s.bank.get_batch(batch_id)
+    found = await s.bank.get_batch_by_reference("A1:batch:0")  # a lookup by our reference, as by id below
+    assert found is not None
     assert found.status is BatchStatus.SETTLED  # the first lookup lets exactly enough time pass
     assert (await s.control.clock()).seconds == due
     assert bank.next_settlement(bank.batch_seq(batch_id)) is None
