@@ -34,6 +34,7 @@ from adapters.bank.schemas import MAX_BULK_ACCOUNTS
 from services.identifiers import InvalidIdentifier, normalize_ubigeo, plain_cci_is_valid
 from services.ports.bank import (
     MAX_BATCH_ITEMS,
+    REFERENCE_PATTERN,
     ItemOutcome,
     ItemStatus,
     RejectReason,
@@ -89,8 +90,8 @@ _BATCH_FIELDS: Final = frozenset(("reference", "control_count", "control_amount"
 _BATCH_REQUIRED: Final = frozenset(("reference", "control_count", "control_amount", "items"))
 _ITEM_KEYS: Final = frozenset(("reference", "dni", "amount", "account_number", "cci"))
 _ITEM_REQUIRED: Final = frozenset(("reference", "dni", "amount"))
-_REFERENCE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}")
-_REFERENCE_LINES: Final = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}\n)+")
+_REFERENCE: Final = re.compile(REFERENCE_PATTERN)
+_REFERENCE_LINES: Final = re.compile(rf"(?:{REFERENCE_PATTERN}\n)+")
 _TEXT_OR_NONE: Final = frozenset((str, type(None)))
 _ACCOUNTS: Final = TypeAdapter(_Accounts)
 

@@ -41,12 +41,15 @@ Cents = Annotated[int, Strict()]
 """An amount in céntimos (signed where the field says so); floats and bools are refused."""
 PositiveCents = Annotated[int, Strict(), Field(gt=0)]
 Count = Annotated[int, Strict(), Field(ge=0)]
+REFERENCE_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}"
+"""What our references are made of (a regular expression, unanchored): 1 to 64 characters, a letter or digit
+first."""
 Reference = Annotated[
     str,
     Field(
         min_length=1,
         max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]*$",
+        pattern=rf"^{REFERENCE_PATTERN}$",
         description="Our reference: 1 to 64 characters, letters, digits and _ . : / -, unique per object.",
     ),
 ]
