@@ -396,6 +396,7 @@ class SimulatedBank:
             raise SimError(409, "invalid_request_error", "account_not_closable", "the funding account cannot be closed")
         if self.acc_status[seq]:
             raise SimError(409, "invalid_request_error", "account_closed", "the account is already closed")
+        self.households.react()  # the account's credits raised its target before it closed
         balance = self.acc_balance[seq]
         if balance > 0:
             self.append_line(seq, self.LT_WITHDRAWAL_BRANCH, -balance, self.now, -1)  # paid out at closing
@@ -427,6 +428,10 @@ class SimulatedBank:
         if target > MAX_SECONDS:
             raise SimError(422, "invalid_request_error", "parameter_invalid", "the simulation covers at most 50 years")
         self._run_until(target)
+        if cmd.get("brief"):
+            # A lookup's advance (``Simulator.auto_advance``) needs no answer; the clock's state counts the
+            # households' pending moves, which would make them react to every credit before its time.
+            return 200, {"seconds": self.now}
         return 200, self.clock_json()
 
     def _op_submit_batch(self, cmd: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -1099,6 +1104,7 @@ class SimulatedBank:
         """
         from adapters.bank.simulator.households import FAR
 
+        self.households.react()  # the credit counts
         groups = {"near": [0, 0, 0], "far": [0, 0, 0]}  # credited accounts, savers, savers' total balance
         balance, credits, profile = self.acc_balance, self.acc_credits, self.acc_profile
         for account in range(1, len(balance)):

@@ -17,6 +17,13 @@ average): S/ 5.71 per saver per round.
 
 Scheduled moves are packed into 64-bit integers (due second, kind, account) in per-hour buckets, so a
 million pending moves cost 8 MB and advancing the clock touches only the buckets that come due.
+
+A settlement's credits are kept as they are and reacted to (targets raised, moves scheduled) only when the
+clock first reaches a second at which one of their moves could be due, or anything reads what the reactions
+change (see :meth:`Households.react`). The earliest move a credit can cause is ``min_delay`` after it, and
+nothing else changes what a reaction computes, so the world is the one reacting at once would make,
+however the clock is advanced; but a payment run, whose lookups move the clock by minutes, no longer pays
+for a week of households' plans while it waits for its batches.
 """
 
 from __future__ import annotations
@@ -151,6 +158,12 @@ class Households:
         self.model = model
         self.buckets: dict[int, array[int]] = {}
         self.bucket_heap: list[int] = []
+        # Credits not reacted to yet, in the order they landed, and the second the first of them landed.
+        self._credits: list[tuple[Sequence[int], Sequence[int], int]] = []
+        self._credits_from: int | None = None
+        near, far = _first_withdrawal_delays(model)
+        self.min_delay: int = min(HOUR, min(near), min(far))
+        """The least time from a credit to a move it causes (a fee comes an hour after at the earliest)."""
         self._profile_salt = hash_ints(seed, 0x9F0F11E)
         self._credit_salt = hash_ints(seed, 0xC8ED17)
         self._move_salt = hash_ints(seed, 0x30BE)
@@ -183,12 +196,24 @@ class Households:
     # --- scheduling ----------------------------------------------------------------------------------
 
     def pending_count(self) -> int:
-        """How many moves are scheduled."""
+        """How many moves are scheduled (every credit reacted to first)."""
+        self.react()
         return sum(len(b) for b in self.buckets.values())
 
+    @property
+    def unreacted_credits(self) -> int:
+        """How many credits are waiting for their reaction (see :meth:`react`)."""
+        return sum(len(accounts) for accounts, _, _ in self._credits)
+
     def next_due_hour(self) -> int | None:
-        """The earliest hour with scheduled moves, or None."""
-        return self.bucket_heap[0] if self.bucket_heap else None
+        """The earliest hour with scheduled moves, or in which a credit not reacted to yet could cause one;
+        None if neither."""
+        hour = self.bucket_heap[0] if self.bucket_heap else None
+        if self._credits_from is not None:
+            first = (self._credits_from + self.min_delay) // HOUR
+            if hour is None or first < hour:
+                return first
+        return hour
 
     def schedule(self, due: int, kind: int, account: int) -> None:
         """Schedule one move; ``due`` must be at least an hour after the instant being processed."""
@@ -200,7 +225,13 @@ class Households:
         bucket.append(due << 32 | kind << _ACCOUNT_BITS | account)
 
     def take_due(self, hour: int, until: int) -> list[int]:
-        """Remove and return, sorted, the packed moves of bucket ``hour`` due at or before ``until``."""
+        """Remove and return, sorted, the packed moves of bucket ``hour`` due at or before ``until``.
+
+        ``hour`` is :meth:`next_due_hour`: the credits not reacted to yet are reacted to first if one of
+        their moves could be due by ``until``.
+        """
+        if self._credits_from is not None and until >= self._credits_from + self.min_delay:
+            self.react()
         bucket = self.buckets.get(hour)
         if bucket is None:
             return []
@@ -219,11 +250,33 @@ class Households:
         self.on_credits((account,), (amount,), t)
 
     def on_credits(self, accounts: Sequence[int], amounts: Sequence[int], t: int) -> None:
-        """Program credits landed at second ``t`` (in this order): :meth:`on_credit` for each, in one loop.
+        """Program credits landed at second ``t`` (in this order, at or after every credit before them): kept,
+        and reacted to by :meth:`react` when the clock or a reader needs it. ``accounts`` and ``amounts`` are
+        kept as they are: the caller must not change them afterwards."""
+        if not accounts:
+            return
+        self._credits.append((accounts, amounts, t))
+        if self._credits_from is None:
+            self._credits_from = t
 
-        The arithmetic is exactly :meth:`on_credit`'s (same hashes, same delays, same order), with the hashes
-        of all the credits computed at once (:func:`~adapters.bank.simulator.rng.mix64_lanes`) and
-        :meth:`schedule` written inline.
+    def react(self) -> None:
+        """React to every credit kept by :meth:`on_credits`, in the order they landed.
+
+        Called before anything reads what a reaction changes: the scheduled moves (:meth:`take_due` once one
+        of them could be due, :meth:`pending_count`, :meth:`export`), the savings targets (:meth:`run_many`,
+        an account's closing) and the credit counts (the savings figures).
+        """
+        credits, self._credits, self._credits_from = self._credits, [], None
+        for accounts, amounts, t in credits:
+            self._react(accounts, amounts, t)
+
+    def _react(self, accounts: Sequence[int], amounts: Sequence[int], t: int) -> None:
+        """The reaction to program credits that landed at second ``t`` (in this order): for each, raise a
+        saver's target and schedule the moves.
+
+        One loop: the hashes of all the credits computed at once (:func:`~adapters.bank.simulator.rng.mix64_lanes`)
+        and :meth:`schedule` written inline; the same arithmetic, credit by credit, as reacting to each alone
+        (tests/adapters/bank/test_bank_sim_bulk.py).
         """
         bank = self.bank
         m = self.model
@@ -291,7 +344,11 @@ class Households:
 
         Each move posts its statement lines exactly as :meth:`SimulatedBank.append_line` would, with the
         columns bound once for the whole loop, and the moves' hashes computed together (:func:`_move_hashes`).
+        The credits not reacted to yet are reacted to first: the moves run at or after them (the clock runs in
+        time order) and read the targets they raise.
         """
+        if self._credits:
+            self.react()
         bank = self.bank
         m = self.model
         acc_status, acc_balance, acc_target = bank.acc_status, bank.acc_balance, bank.acc_target
@@ -362,7 +419,8 @@ class Households:
     # --- persistence ---------------------------------------------------------------------------------
 
     def export(self) -> tuple[list[list[int]], array[int]]:
-        """The schedule as (hour, count) pairs and the concatenated packed moves."""
+        """The schedule as (hour, count) pairs and the concatenated packed moves (every credit reacted to)."""
+        self.react()
         index: list[list[int]] = []
         moves = array("q")
         for hour in sorted(self.buckets):
@@ -373,6 +431,7 @@ class Households:
 
     def restore(self, index: list[list[int]], moves: array[int]) -> None:
         """Load a schedule written by :meth:`export`."""
+        self._credits, self._credits_from = [], None
         self.buckets = {}
         offset = 0
         for hour, count in index:

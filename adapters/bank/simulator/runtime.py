@@ -97,7 +97,7 @@ class Simulator:
         now = self.bank.now
         due = self.bank.next_settlement(batch)
         if due is not None and due > now:
-            self.execute({"op": "advance", "to": min(due, now + self.auto_advance_seconds)})
+            self.execute({"op": "advance", "to": min(due, now + self.auto_advance_seconds), "brief": True})
 
     def sighting(self, identity: str) -> int:
         """How many times (1-based) this request identity has been seen, for per-attempt fault draws."""

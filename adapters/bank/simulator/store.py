@@ -248,6 +248,7 @@ _ARRAY_COLUMNS = (*core.ACCOUNT_COLUMNS, *core.ITEM_COLUMNS, *core.LINE_COLUMNS)
 
 def save_snapshot(bank: SimulatedBank, folder: Path) -> None:
     """Write the bank's whole state into ``folder`` (which must not exist)."""
+    bank.households.react()  # the credits' reactions are part of the state (targets, counts, schedule)
     folder.mkdir(parents=True)
     for name, _ in _ARRAY_COLUMNS:
         with (folder / f"{name}.bin").open("wb") as f:

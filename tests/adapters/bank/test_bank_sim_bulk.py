@@ -11,6 +11,7 @@ import gc
 import math
 import random
 from array import array
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,17 +19,19 @@ import pytest
 
 from adapters.bank.simulator import HOSTILE, ids
 from adapters.bank.simulator.columns import CHUNK, StringColumn
-from adapters.bank.simulator.core import SimConfig, SimulatedBank
+from adapters.bank.simulator.core import CREDITED, SimConfig, SimulatedBank
 from adapters.bank.simulator.households import (
     _U16,
     DAY,
     HOUR,
     BehaviourModel,
+    Households,
     _credit_hashes,
     _first_withdrawal_delays,
     _move_hashes,
 )
 from adapters.bank.simulator.rng import M1, MASK64, mix64, mix64_many
+from adapters.bank.simulator.store import load_snapshot, save_snapshot
 from services.identifiers import make_cci, normalize_cci
 
 UBIGEOS = ("080206", "150101", "010101", "250101", "130101", "211907")
@@ -109,6 +112,7 @@ def test_first_withdrawal_delays_are_the_model_s_formula_for_every_draw() -> Non
 def test_credits_in_bulk_are_credits_one_by_one() -> None:
     def state(bank: SimulatedBank) -> tuple[Any, ...]:
         h = bank.households
+        h.react()
         return (
             bank.acc_credits.tolist(),
             bank.acc_target.tolist(),
@@ -123,7 +127,10 @@ def test_credits_in_bulk_are_credits_one_by_one() -> None:
     bulk.households.on_credits(accounts, amounts, 3600)
     for a, amount in zip(accounts, amounts, strict=True):
         single.households.on_credits([a], [amount], 3600)
+    assert (bulk.households.unreacted_credits, bulk.households.buckets) == (700, {})  # not reacted to yet
     assert state(bulk) == state(single)
+    assert bulk.households.unreacted_credits == 0
+    assert sum(bulk.acc_credits) == 700
     profiles = bulk.households.profiles(1, 301)
     assert all(profiles[k] == bulk.households.profile(k + 1) for k in range(300))
 
@@ -155,6 +162,80 @@ def test_moves_in_bulk_are_moves_one_by_one() -> None:
 
 
 # --- settlement, pages and statements -----------------------------------------------------------------------
+
+
+def _world_state(bank: SimulatedBank) -> dict[str, Any]:
+    columns = ("ln_acct", "ln_type", "ln_amount", "ln_balance", "ln_time", "ln_ref", "ln_prev")
+    state: dict[str, Any] = {c: list(getattr(bank, c)) for c in (*columns, "acc_balance", "item_status")}
+    state["pending_moves"] = bank.households.pending_count()  # reacts to what is left
+    state["targets"], state["credits"] = list(bank.acc_target), list(bank.acc_credits)
+    return state
+
+
+def test_the_households_world_does_not_depend_on_how_the_clock_is_advanced() -> None:
+    """Credits are reacted to lazily (when the clock could reach their first move, or something reads what a
+    reaction changes): the world is the one reacting at once makes, whatever steps the clock takes."""
+    eager, lazy_steps, lazy_jump = _mixed_world(), _mixed_world(), _mixed_world()
+    h = eager.households
+
+    def react_at_once(accounts: Any, amounts: Any, t: int) -> None:
+        Households.on_credits(h, accounts, amounts, t)
+        h.react()
+
+    h.on_credits = react_at_once  # type: ignore[method-assign]
+    numbers, _ = eager.accounts_codes(range(1, 3001))
+    closing = 0
+
+    def at(to: int, banks: tuple[SimulatedBank, ...]) -> None:
+        nonlocal closing
+        if to == 600:  # an account credited minutes ago closes: its target was raised before it closed
+            if not closing:
+                closing = eager.item_acct[eager.item_status.index(CREDITED)]
+            for bank in banks:
+                bank.execute({"op": "close_account", "account": closing})
+        if to == DAY:  # every account paid again while the first credits' moves are under way
+            for bank in banks:
+                for b in range(0, 3000, 500):
+                    items = [[f"S:{i}", f"{10_000_000 + i:08d}", 150_00, numbers[i], None] for i in range(b, b + 500)]
+                    _submit(bank, f"S{b}", items)
+        if to == 2 * DAY:
+            for bank in banks:
+                bank.execute({"op": "close_account", "account": 12})
+
+    steps = [*range(300, 4 * HOUR, 300), *range(4 * HOUR, DAY + 6 * HOUR, 600), *range(DAY + 6 * HOUR, 3 * DAY, HOUR)]
+    for to in [*steps, 40 * DAY]:
+        banks = (eager, lazy_steps, lazy_jump) if to in (600, DAY, 2 * DAY) else (eager, lazy_steps)
+        for bank in banks:
+            # As a batch lookup moves the clock (Simulator.auto_advance): an answer without the pending moves.
+            assert bank.execute({"op": "advance", "to": to, "brief": True})[1] == orjson.dumps({"seconds": to})
+        if to == 600:
+            # Minutes in: the first batches have settled, and their credits wait for their reaction.
+            assert lazy_steps.item_status.count(CREDITED) > 0
+            assert lazy_steps.households.unreacted_credits > 0
+            assert lazy_steps.households.buckets == {}
+            assert lazy_jump.households.unreacted_credits > 0
+            assert lazy_jump.savings_json() == eager.savings_json()  # the credit counts, read meanwhile
+        at(to, banks)
+    lazy_jump.execute({"op": "advance", "to": 40 * DAY})
+    reference = _world_state(eager)
+    withdrawals = {eager.LT_WITHDRAWAL_AGENT, eager.LT_WITHDRAWAL_ATM, eager.LT_WITHDRAWAL_BRANCH}
+    assert sum(t in withdrawals for t in reference["ln_type"]) > 3000  # households withdrew both credits
+    assert max(reference["credits"]) == 2
+    assert _world_state(lazy_steps) == reference
+    assert _world_state(lazy_jump) == reference
+
+
+def test_a_snapshot_taken_before_the_credits_reactions_holds_them(tmp_path: Path) -> None:
+    original = _mixed_world()
+    original.execute({"op": "advance", "to": 900, "brief": True})
+    assert original.households.unreacted_credits > 0
+    save_snapshot(original, tmp_path / "snap")
+    restored = SimulatedBank(SimConfig(seed=3, item_amount_limit=300_00), HOSTILE.settlement)
+    load_snapshot(restored, tmp_path / "snap")
+    for bank in (original, restored):
+        bank.execute({"op": "advance", "to": 20 * DAY})
+    assert _world_state(restored) == _world_state(original)
+    assert sum(original.acc_target) > 0
 
 
 def _mixed_world() -> SimulatedBank:
