@@ -238,7 +238,8 @@ create temp table if not exists bulk_legs (transfer_id bigint not null, leg smal
 create temp table if not exists bulk_accounts (account_id bigint not null, normal smallint not null,
     posted0 bigint not null, pending_debits0 bigint not null, pending_credits0 bigint not null,
     version0 bigint not null) on commit delete rows;
-truncate bulk_legs, bulk_accounts
+create temp table if not exists bulk_postings (like ledger.postings) on commit delete rows;
+truncate bulk_legs, bulk_accounts, bulk_postings
 """
 _LEGS = """
 insert into bulk_legs (transfer_id, leg, account_id, amount)
@@ -258,13 +259,13 @@ select r.event_id, p.leg, p.account_id, p.amount
 """
 
 # Moves every balance and version once, locking the accounts in (hot, id) order, the order of the online
-# path, so writers cannot deadlock: cold accounts (households) first, then hot ones (the program fund) in
-# a second statement, so the fund's lock is held only for the postings insert and the commit. Within a
-# statement the aggregate is sorted by account id and joined by a nested loop (hash and merge joins are
-# switched off for it), which locks rows in that order. The old balances come back through RETURNING, so
-# the postings are computed from the locked values.
-_MOVE_BALANCES = """
-with d as (
+# path, so writers cannot deadlock: cold accounts (households) first, then hot ones (the program fund, a
+# run's in-transit account), which every writer of a program moves, as late as possible. Within a statement
+# the aggregate is sorted by account id and joined by a nested loop (hash and merge joins are switched off
+# for it), which locks rows in that order. The old balances come back through RETURNING, so the postings
+# are computed from the locked values.
+_BALANCE_DELTAS = """
+d as (
     select l.account_id,
            sum(case when {phase}::smallint in (0, 2) then l.amount else 0 end) as signed_posted,
            sum(ledger.pending_debit_delta(l.amount, {phase}::smallint)) as dd,
@@ -273,33 +274,71 @@ with d as (
       from bulk_legs l
      where (l.account_id = any(array(select h.id from ledger.accounts h where h.hot))) = {hot}
      group by l.account_id order by l.account_id
-), upd as (
+), moved as (
     update ledger.accounts a
        set posted = a.posted + d.signed_posted * a.normal_balance,
            pending_debits = a.pending_debits + d.dd,
            pending_credits = a.pending_credits + d.dc,
            version = a.version + d.n
       from d where a.id = d.account_id
-    returning a.id, a.normal_balance, a.posted - d.signed_posted * a.normal_balance,
-              a.pending_debits - d.dd, a.pending_credits - d.dc, a.version - d.n
-)
-insert into bulk_accounts select * from upd
-"""
+    returning a.id as account_id, a.normal_balance as normal, a.posted - d.signed_posted * a.normal_balance as posted0,
+              a.pending_debits - d.dd as pending_debits0, a.pending_credits - d.dc as pending_credits0,
+              a.version - d.n as version0
+)"""
 
-_WRITE_POSTINGS = """
-insert into ledger.postings (account_id, version, transfer_id, leg, amount, phase, posted_after,
-                             pending_debits_after, pending_credits_after, recorded_at)
+# The postings of the legs whose accounts' old balances are in {balances}, in posting order per account.
+_POSTINGS = """
 select l.account_id,
        b.version0 + row_number() over w,
        l.transfer_id, l.leg, l.amount, {phase}::smallint,
        b.posted0 + sum(ledger.posted_delta(l.amount, {phase}::smallint, b.normal)) over w,
        b.pending_debits0 + sum(ledger.pending_debit_delta(l.amount, {phase}::smallint)) over w,
        b.pending_credits0 + sum(ledger.pending_credit_delta(l.amount, {phase}::smallint)) over w,
-       (select clock_timestamp())
-  from bulk_legs l join bulk_accounts b on b.account_id = l.account_id
+       {recorded_at}
+  from bulk_legs l join {balances} b on b.account_id = l.account_id
 window w as (partition by l.account_id order by l.transfer_id, l.leg
-             rows between unbounded preceding and current row)
-"""
+             rows between unbounded preceding and current row)"""
+
+_POSTING_COLUMNS = """account_id, version, transfer_id, leg, amount, phase, posted_after, pending_debits_after,
+                     pending_credits_after, recorded_at"""
+
+# 1. The cold accounts moved; their postings computed into bulk_postings.
+_MOVE_COLD = """with {deltas}
+insert into bulk_accounts select * from moved"""
+_COLD_POSTINGS = """insert into bulk_postings ({columns})
+{postings}"""
+# 2. One insert of every posting: the cold ones first, then the hot accounts moved and theirs. The update of
+# the hot accounts is read only by the second branch of the UNION ALL, so it runs once the cold postings
+# are inserted: another writer of a hot account waits for this transaction from there, not from before
+# the postings insert (docs/performance.md). The postings' balance check (a statement trigger) still sees
+# every posting of each transfer in one statement.
+_HOT_AND_INSERT = """with {deltas}
+insert into ledger.postings ({columns})
+select {columns} from bulk_postings
+union all
+{postings}"""
+
+
+_CLOCK = "(select clock_timestamp())"
+
+
+def _move_cold(p: int) -> str:
+    """Phase ``p``'s move of the cold accounts' balances (their old balances into ``bulk_accounts``)."""
+    return _MOVE_COLD.format(deltas=_BALANCE_DELTAS.format(phase=p, hot="false"))
+
+
+def _hot_and_insert(p: int) -> str:
+    """Phase ``p``'s insert of every posting, the hot accounts moved after the cold postings."""
+    return _HOT_AND_INSERT.format(
+        deltas=_BALANCE_DELTAS.format(phase=p, hot="true"),
+        columns=_POSTING_COLUMNS,
+        # The same instant as the cold postings', when there are any.
+        postings=_POSTINGS.format(
+            phase=p,
+            balances="moved",
+            recorded_at=f"coalesce((select p.recorded_at from bulk_postings p limit 1), {_CLOCK})",
+        ),
+    )
 
 
 def _legs_script(phase: Phase) -> str:
@@ -313,11 +352,21 @@ def _legs_script(phase: Phase) -> str:
         [
             "set local enable_hashjoin = off",
             "set local enable_mergejoin = off",
-            _MOVE_BALANCES.format(phase=p, hot="false"),
-            _MOVE_BALANCES.format(phase=p, hot="true"),
+            _move_cold(p),
             "set local enable_hashjoin = on",
             "set local enable_mergejoin = on",
-            _WRITE_POSTINGS.format(phase=p),
+            _COLD_POSTINGS.format(
+                columns=_POSTING_COLUMNS,
+                postings=_POSTINGS.format(phase=p, balances="bulk_accounts", recorded_at=_CLOCK),
+            ),
+            "set local enable_hashjoin = off",
+            "set local enable_mergejoin = off",
+            # The hot accounts are a few: by their index, in the aggregate's order, whatever the estimates.
+            "set local enable_seqscan = off",
+            _hot_and_insert(p),
+            "set local enable_seqscan = on",
+            "set local enable_hashjoin = on",
+            "set local enable_mergejoin = on",
         ]
     )
 

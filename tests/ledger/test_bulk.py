@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -249,7 +250,9 @@ async def test_resolve_skips_what_is_already_resolved(conn: asyncpg.Connection) 
 
 
 async def test_balance_moves_lock_accounts_in_sorted_order(conn: asyncpg.Connection) -> None:
-    """The plan of the balance move is a nested loop over the sorted aggregate: rows lock in id order."""
+    """The plan of each balance move is a nested loop over the sorted aggregate: rows lock in id order. The hot
+    accounts' move is read only by the last branch of the postings insert: they lock after the cold postings
+    are written."""
     _, ids, _ = await _setup(conn)
     async with conn.transaction():
         await conn.execute(bulk._WORK)
@@ -258,11 +261,45 @@ async def test_balance_moves_lock_accounts_in_sorted_order(conn: asyncpg.Connect
         )
         await conn.execute("analyze bulk_legs")
         await conn.execute("set local enable_hashjoin = off; set local enable_mergejoin = off")
-        move = bulk._MOVE_BALANCES.format(phase=0, hot="false")
-        plan = "\n".join(r[0] for r in await conn.fetch("explain " + move))
-    assert "Nested Loop" in plan
-    nested = plan.index("Nested Loop")
-    assert plan.index("Sort Key: l.account_id", nested) < plan.index("Index Scan using accounts_pkey", nested)
+        plans = ["\n".join(r[0] for r in await conn.fetch("explain " + bulk._move_cold(0)))]
+        await conn.execute("set local enable_seqscan = off")
+        plans.append("\n".join(r[0] for r in await conn.fetch("explain " + bulk._hot_and_insert(0))))
+    for plan in plans:
+        assert "Nested Loop" in plan
+        nested = plan.index("Nested Loop")
+        sort = re.compile(r"Sort Key: l(_\d)?\.account_id$", re.M).search(plan, nested)
+        assert sort is not None
+        assert sort.start() < plan.index("Index Scan using accounts_pkey", nested)
+    insert = plans[1]
+    append = insert.index("Append")
+    assert append < insert.index("Seq Scan on bulk_postings", append) < insert.index("CTE Scan on moved", append)
+
+
+async def test_hot_accounts_are_moved_after_the_cold_postings_are_written(conn: asyncpg.Connection) -> None:
+    """Another writer of the program fund waits for a chunk only from the fund's move to the commit: each
+    posting, as it is inserted, notes whether the fund was moved by this transaction yet (a trigger of this
+    test's own database)."""
+    fund, ids, _ = await _setup(conn)
+    await conn.execute(
+        f"""create table public.noted (ord bigint generated always as identity, account_id bigint,
+                                       fund_moved boolean);
+            create function public.note_posting() returns trigger language plpgsql as $$
+            begin
+                insert into public.noted (account_id, fund_moved)
+                select new.account_id, a.xmin::text = pg_current_xact_id()::text
+                  from ledger.accounts a where a.id = {fund};
+                return new;
+            end $$;
+            create trigger note_posting before insert on ledger.postings
+                for each row execute function public.note_posting()"""
+    )
+    splits = [bulk.Split(fund, [(i, 10_00) for i in ids[k : k + 4]]) for k in range(0, N, 4)]
+    async with conn.transaction():
+        await bulk.bulk_split(conn, splits, key=None, currency="PEN")
+    noted = [
+        (r["account_id"] == fund, r["fund_moved"]) for r in await conn.fetch("select * from public.noted order by ord")
+    ]
+    assert noted == [(False, False)] * N + [(True, True)] * len(splits)  # the households', then the fund's
 
 
 async def test_account_ids_open_the_missing_and_find_the_rest(conn: asyncpg.Connection) -> None:
