@@ -327,6 +327,13 @@ def _move_cold(p: int) -> str:
     return _MOVE_COLD.format(deltas=_BALANCE_DELTAS.format(phase=p, hot="false"))
 
 
+def _cold_postings(p: int) -> str:
+    """Phase ``p``'s postings of the cold accounts, computed into ``bulk_postings``."""
+    return _COLD_POSTINGS.format(
+        columns=_POSTING_COLUMNS, postings=_POSTINGS.format(phase=p, balances="bulk_accounts", recorded_at=_CLOCK)
+    )
+
+
 def _hot_and_insert(p: int) -> str:
     """Phase ``p``'s insert of every posting, the hot accounts moved after the cold postings."""
     return _HOT_AND_INSERT.format(
@@ -355,10 +362,7 @@ def _legs_script(phase: Phase) -> str:
             _move_cold(p),
             "set local enable_hashjoin = on",
             "set local enable_mergejoin = on",
-            _COLD_POSTINGS.format(
-                columns=_POSTING_COLUMNS,
-                postings=_POSTINGS.format(phase=p, balances="bulk_accounts", recorded_at=_CLOCK),
-            ),
+            _cold_postings(p),
             "set local enable_hashjoin = off",
             "set local enable_mergejoin = off",
             # The hot accounts are a few: by their index, in the aggregate's order, whatever the estimates.

@@ -158,9 +158,8 @@ class Households:
         self.model = model
         self.buckets: dict[int, array[int]] = {}
         self.bucket_heap: list[int] = []
-        # Credits not reacted to yet, in the order they landed, and the second the first of them landed.
+        # Credits not reacted to yet, (accounts, amounts, second), in the order they landed.
         self._credits: list[tuple[Sequence[int], Sequence[int], int]] = []
-        self._credits_from: int | None = None
         near, far = _first_withdrawal_delays(model)
         self.min_delay: int = min(HOUR, min(near), min(far))
         """The least time from a credit to a move it causes (a fee comes an hour after at the earliest)."""
@@ -209,8 +208,8 @@ class Households:
         """The earliest hour with scheduled moves, or in which a credit not reacted to yet could cause one;
         None if neither."""
         hour = self.bucket_heap[0] if self.bucket_heap else None
-        if self._credits_from is not None:
-            first = (self._credits_from + self.min_delay) // HOUR
+        if self._credits:
+            first = (self._credits[0][2] + self.min_delay) // HOUR
             if hour is None or first < hour:
                 return first
         return hour
@@ -230,7 +229,7 @@ class Households:
         ``hour`` is :meth:`next_due_hour`: the credits not reacted to yet are reacted to first if one of
         their moves could be due by ``until``.
         """
-        if self._credits_from is not None and until >= self._credits_from + self.min_delay:
+        if self._credits and until >= self._credits[0][2] + self.min_delay:
             self.react()
         bucket = self.buckets.get(hour)
         if bucket is None:
@@ -256,8 +255,6 @@ class Households:
         if not accounts:
             return
         self._credits.append((accounts, amounts, t))
-        if self._credits_from is None:
-            self._credits_from = t
 
     def react(self) -> None:
         """React to every credit kept by :meth:`on_credits`, in the order they landed.
@@ -266,7 +263,7 @@ class Households:
         of them could be due, :meth:`pending_count`, :meth:`export`), the savings targets (:meth:`run_many`,
         an account's closing) and the credit counts (the savings figures).
         """
-        credits, self._credits, self._credits_from = self._credits, [], None
+        credits, self._credits = self._credits, []
         for accounts, amounts, t in credits:
             self._react(accounts, amounts, t)
 
@@ -431,7 +428,7 @@ class Households:
 
     def restore(self, index: list[list[int]], moves: array[int]) -> None:
         """Load a schedule written by :meth:`export`."""
-        self._credits, self._credits_from = [], None
+        self._credits = []
         self.buckets = {}
         offset = 0
         for hour, count in index:
